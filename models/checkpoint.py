@@ -1,0 +1,196 @@
+"""Checkpoint directory: ``config.json`` + ``model.safetensors`` + ``tokenizer.json`` + ``codec.json``.
+
+Loading rebuilds the network from the config and then loads the weights; no
+pickle is ever read. Every compatibility decision lives in :func:`load_checkpoint`.
+Writes go to a temporary sibling directory that is renamed into place, so a
+reader never sees a half-written checkpoint.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import shutil
+import stat
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from models.codec import Codec
+from models.schemes import TagScheme, allowed_transitions
+from models.tagger import Tagger, TaggerConfig
+
+FORMAT_VERSION = 1
+REQUIRED_FILES = ("config.json", "model.safetensors", "tokenizer.json", "codec.json")
+_PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt")
+TASKS = ("seg", "pos", "ner")
+
+
+class CheckpointError(Exception):
+    """A checkpoint directory that cannot be used, with a message for humans."""
+
+
+@dataclass
+class ModelMeta:
+    task: str
+    scheme: TagScheme
+    tags: list[str]
+    extra: dict[str, Any] = field(default_factory=dict)  # training config, metrics, corpora, versions...
+
+    @property
+    def labels(self) -> list[str]:
+        return sorted({t.partition("-")[2] for t in self.tags if "-" in t})
+
+
+def library_versions() -> dict[str, str]:
+    import tokenizers
+    import safetensors
+
+    return {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "tokenizers": tokenizers.__version__,
+        "safetensors": safetensors.__version__,
+    }
+
+
+def build_tagger(config: TaggerConfig, codec: Codec, scheme: TagScheme, tags: list[str]) -> Tagger:
+    return Tagger(config, codec.num_units, codec.num_bigrams, len(tags), allowed_transitions(scheme, tags))
+
+
+def save_checkpoint(
+    directory: str | Path,
+    tagger: Tagger,
+    codec: Codec,
+    meta: ModelMeta,
+    half: bool = False,
+) -> Path:
+    """Atomically write a checkpoint to ``directory`` (replacing one that is there)."""
+    directory = Path(directory)
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", dir=directory.parent))
+    try:
+        state = {k: v.detach().cpu().contiguous() for k, v in tagger.state_dict().items()}
+        if half:
+            state = {k: v.half() if v.is_floating_point() else v for k, v in state.items()}
+        save_file(state, str(tmp / "model.safetensors"), metadata={"format": "pt"})
+        codec.save(tmp)
+        config = {
+            **meta.extra,
+            "format_version": FORMAT_VERSION,
+            "architecture": "bilstm-crf" if tagger.crf is not None else "bilstm-softmax",
+            "task": meta.task,
+            "scheme": meta.scheme.value,
+            "tags": meta.tags,
+            "labels": meta.labels,
+            "tagger": tagger.config.model_dump(),
+            "weights_dtype": "float16" if half else "float32",
+            "versions": library_versions(),
+            "saved_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        }
+        (tmp / "config.json").write_text(json.dumps(config, ensure_ascii=False, indent=2), encoding="utf-8")
+        _umask_modes(tmp)
+        _fsync_dir(tmp)
+        _replace_dir(tmp, directory)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    return directory
+
+
+def _umask_modes(path: Path) -> None:
+    """mkdtemp makes a private (0700) directory and safetensors writes 0600 files; give the checkpoint
+    the modes a plain ``open()`` gets (config.json's, i.e. the umask's), so other users can serve it."""
+    mode = stat.S_IMODE((path / "config.json").stat().st_mode)
+    for child in path.iterdir():
+        child.chmod(mode)
+    path.chmod(mode | (mode & 0o444) >> 2)  # x wherever r, for the directory
+
+
+def _fsync_dir(path: Path) -> None:
+    for child in path.iterdir():
+        with open(child, "rb") as fh:
+            os.fsync(fh.fileno())
+
+
+def _replace_dir(src: Path, dst: Path) -> None:
+    """Rename ``src`` onto ``dst``; an old ``dst`` is moved aside first and removed after."""
+    old = None
+    if dst.exists():
+        old = dst.with_name(f".{dst.name}.old-{os.getpid()}-{time.monotonic_ns()}")
+        os.replace(dst, old)
+    os.replace(src, dst)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def read_config(directory: str | Path) -> dict[str, Any]:
+    """Validate the directory's layout and return its parsed ``config.json``."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise CheckpointError(f"{directory}: no such checkpoint directory")
+    present = {p.name for p in directory.iterdir()}
+    if "model.safetensors" not in present and any(n.endswith(_PICKLE_SUFFIXES) for n in present):
+        raise CheckpointError(f"{directory}: refusing pickled weights; seqtag loads only model.safetensors")
+    missing = [f for f in REQUIRED_FILES if f not in present]
+    if missing:
+        raise CheckpointError(f"{directory}: not a seqtag checkpoint (missing {', '.join(missing)})")
+    try:
+        config = json.loads((directory / "config.json").read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise CheckpointError(f"{directory}/config.json: not valid JSON ({exc})") from None
+    except OSError as exc:
+        raise CheckpointError(f"{directory}/config.json: cannot read ({exc.strerror or exc})") from None
+    if not isinstance(config, dict) or "format_version" not in config:
+        raise CheckpointError(f"{directory}/config.json: not a seqtag config (no format_version)")
+    version = config["format_version"]
+    if not isinstance(version, int) or version < 1:
+        raise CheckpointError(f"{directory}: bad format_version {version!r}")
+    if version > FORMAT_VERSION:
+        raise CheckpointError(
+            f"{directory}: format_version {version} is newer than this seqtag supports ({FORMAT_VERSION}); upgrade seqtag"
+        )
+    return config
+
+
+def load_checkpoint(directory: str | Path, device: str | torch.device = "cpu") -> tuple[Tagger, Codec, ModelMeta]:
+    directory = Path(directory)
+    config = read_config(directory)
+    try:
+        task, scheme, tags = config["task"], TagScheme(config["scheme"]), list(config["tags"])
+        if task not in TASKS:
+            raise ValueError(f"unknown task {task!r}")
+        tagger_config = TaggerConfig.model_validate(config["tagger"])
+        codec = Codec.load(directory)
+        tagger = build_tagger(tagger_config, codec, scheme, tags)  # bad tags (e.g. "X-PER", none) raise here
+    except CheckpointError:
+        raise
+    except Exception as exc:  # malformed config or codec files: one clear message
+        raise CheckpointError(f"{directory}: invalid checkpoint config ({type(exc).__name__}: {exc})") from None
+    try:
+        state = load_file(str(directory / "model.safetensors"))
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise CheckpointError(f"{directory}/model.safetensors: unreadable or corrupt ({exc})") from None
+    expected = tagger.state_dict()
+    problems = [k for k in expected if k not in state] + [k for k in state if k not in expected]
+    problems += [
+        f"{k} {tuple(state[k].shape)} != {tuple(v.shape)}"
+        for k, v in expected.items()
+        if k in state and state[k].shape != v.shape
+    ]
+    if problems:
+        raise CheckpointError(
+            f"{directory}: weights do not match config.json ({'; '.join(problems[:5])})"
+        )
+    state = {k: v.to(expected[k].dtype) for k, v in state.items()}
+    tagger.load_state_dict(state)
+    tagger.to(device).eval()
+    extra = {k: v for k, v in config.items() if k not in ("task", "scheme", "tags")}
+    return tagger, codec, ModelMeta(task, scheme, tags, extra)

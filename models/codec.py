@@ -1,0 +1,311 @@
+"""The one codec: text <-> units <-> tensors, and unit tags back to character spans.
+
+Unit rules (``units="latin_runs"``, the default):
+
+* whitespace (Unicode ``White_Space``) is never a unit and only separates units;
+* a run of Latin letters and ASCII digits, with any combining marks after a
+  letter and decimal parts between digits, is one unit: ``iPhone15``,
+  ``COVID``, ``2024``, ``3.5``;
+* every other character (each CJK character, punctuation, symbol, emoji code
+  point, control character) is one unit of its own.
+
+With ``units="chars"`` every non-whitespace character is a unit.
+
+Normalisation is a *one character to one character* table applied before the
+``tokenizers`` pre-tokeniser: NFKC where NFKC yields a single character
+(full-width ``Ａ１！`` -> ``A1!``), optional lower-casing, optional
+traditional -> simplified Chinese (OpenCC's character table), and lone
+surrogates -> U+FFFD. Because no character is ever inserted or removed, unit
+offsets computed on the normalised string *are* offsets into the original
+string. (``tokenizers``' own NFKC moves offsets when it composes or expands
+characters, so we do not use it.) Offsets are code points, half-open.
+"""
+
+from __future__ import annotations
+
+import json
+import unicodedata
+from collections import Counter
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import Iterable, Literal, Sequence
+
+import numpy as np
+import torch
+from pydantic import BaseModel, ConfigDict
+from tokenizers import Regex, Tokenizer, pre_tokenizers
+from tokenizers.models import WordLevel
+
+from models.spans import Span
+
+PAD, UNK, BOUNDARY = "[PAD]", "[UNK]", "[BOS]"
+PAD_ID, UNK_ID, BOUNDARY_ID = 0, 1, 2
+_SPECIALS = [PAD, UNK, BOUNDARY]
+
+# A decimal part only follows a digit: "v1.2" is one unit, "a.5" and "No.1" are three.
+_LATIN_RUN = r"(?:[\p{Latin}0-9]\p{M}*)+(?:(?<=[0-9])\.[0-9]+)*"
+_SURROGATES = {chr(cp): "\ufffd" for cp in range(0xD800, 0xE000)}
+_T2S_PATH = Path(__file__).parent / "data" / "t2s.json"
+
+
+class CodecConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    units: Literal["latin_runs", "chars"] = "latin_runs"
+    lowercase: bool = True
+    t2s: bool = False  # traditional -> simplified before lookup
+    bigrams: bool = True
+    unit_min_freq: int = 1
+    bigram_min_freq: int = 2
+    max_bigrams: int = 50_000
+
+
+def is_space(ch: str) -> bool:
+    """Unicode White_Space, as the pre-tokeniser (Rust ``char::is_whitespace``) sees it."""
+    return ch in _WHITE_SPACE
+
+
+_WHITE_SPACE = frozenset(
+    "\t\n\v\f\r \x85\xa0\u1680\u2000\u2001\u2002\u2003\u2004\u2005\u2006\u2007\u2008"
+    "\u2009\u200a\u2028\u2029\u202f\u205f\u3000"
+)
+
+
+@lru_cache(maxsize=1)
+def _t2s_table() -> dict[str, str]:
+    if not _T2S_PATH.exists():
+        raise FileNotFoundError(f"traditional->simplified table missing: {_T2S_PATH}")
+    return json.loads(_T2S_PATH.read_text(encoding="utf-8"))
+
+
+def build_charmap(lowercase: bool, t2s: bool) -> dict[str, str]:
+    """The 1:1 normalisation table (only characters that change)."""
+    table: dict[str, str] = {}
+    simp = _t2s_table() if t2s else {}
+    for cp in range(0x110000):
+        ch = chr(cp)
+        if 0xD800 <= cp <= 0xDFFF:
+            continue  # added by Codec itself: lone surrogates cannot be stored in JSON
+        out = unicodedata.normalize("NFKC", ch) if cp >= 0x80 else ch
+        if len(out) != 1:
+            out = ch
+        if lowercase:
+            low = out.lower()
+            out = low if len(low) == 1 else out
+        out = simp.get(out, out)
+        # Never turn a visible character into whitespace: it would lose its unit.
+        if out != ch and not (is_space(out) and not is_space(ch)):
+            table[ch] = out
+    return table
+
+
+def _pre_tokenizer(units: str) -> pre_tokenizers.PreTokenizer:
+    pattern = _LATIN_RUN + "|." if units == "latin_runs" else "."
+    return pre_tokenizers.Sequence(
+        [pre_tokenizers.WhitespaceSplit(), pre_tokenizers.Split(Regex(pattern), behavior="isolated")]
+    )
+
+
+@dataclass
+class Encoded:
+    """Units of a batch of texts: per text an ``(n, 2)`` offsets array and ``(n,)`` ids."""
+
+    offsets: list[np.ndarray]
+    ids: list[np.ndarray]
+
+    @property
+    def lengths(self) -> list[int]:
+        return [len(i) for i in self.ids]
+
+
+@dataclass
+class Batch:
+    """Padded model inputs. unit_ids, bigram_ids: (B, L) / (B, L, 2) long; lengths: (B,) long (CPU)."""
+
+    unit_ids: torch.Tensor
+    bigram_ids: torch.Tensor | None
+    lengths: torch.Tensor
+
+    def to(self, device: torch.device | str, non_blocking: bool = False) -> "Batch":
+        move = lambda t: None if t is None else t.to(device, non_blocking=non_blocking)  # noqa: E731
+        return Batch(move(self.unit_ids), move(self.bigram_ids), self.lengths)
+
+    def pin_memory(self) -> "Batch":
+        pin = lambda t: None if t is None else t.pin_memory()  # noqa: E731
+        return Batch(pin(self.unit_ids), pin(self.bigram_ids), self.lengths)
+
+
+class Codec:
+    """Owns normalisation, unit splitting, vocabularies and span <-> unit mapping."""
+
+    def __init__(
+        self,
+        config: CodecConfig,
+        tokenizer: Tokenizer,
+        charmap: dict[str, str],
+        bigrams: Sequence[tuple[str, str]] = (),
+    ):
+        self.config = config
+        self.tokenizer = tokenizer
+        self.charmap = charmap
+        self._translate = str.maketrans({**charmap, **_SURROGATES})
+        self.bigram_list = [tuple(b) for b in bigrams]
+        self._index_bigrams()
+
+    # ---- construction -------------------------------------------------
+    @classmethod
+    def build(cls, texts: Iterable[str], config: CodecConfig | None = None) -> "Codec":
+        """Build vocabularies from training texts."""
+        config = config or CodecConfig()
+        codec = cls(config, cls._empty_tokenizer(config, {}), build_charmap(config.lowercase, config.t2s))
+        codec.extend(texts)
+        return codec
+
+    @staticmethod
+    def _empty_tokenizer(config: CodecConfig, vocab: dict[str, int]) -> Tokenizer:
+        full = {tok: i for i, tok in enumerate(_SPECIALS)}
+        for tok in vocab:
+            full.setdefault(tok, len(full))
+        tok = Tokenizer(WordLevel(full, unk_token=UNK))
+        tok.pre_tokenizer = _pre_tokenizer(config.units)
+        return tok
+
+    def extend(self, texts: Iterable[str]) -> tuple[int, int]:
+        """Add units/bigrams of ``texts`` passing the frequency cuts; old ids keep their meaning.
+
+        Returns (new units, new bigrams).
+        """
+        texts = list(texts)
+        unit_counts: Counter[str] = Counter()
+        pieces = [self._pieces(t) for t in texts]
+        for units in pieces:
+            unit_counts.update(units)
+        vocab = self.tokenizer.get_vocab()
+        fresh = [u for u, c in unit_counts.most_common() if c >= self.config.unit_min_freq and u not in vocab]
+        ordered = sorted(vocab, key=vocab.get) + fresh
+        self.tokenizer = self._empty_tokenizer(self.config, {u: i for i, u in enumerate(ordered)})
+        added_bigrams = 0
+        if self.config.bigrams:
+            counts: Counter[tuple[str, str]] = Counter()
+            for units in pieces:
+                seq = [BOUNDARY, *units, BOUNDARY]
+                counts.update(zip(seq, seq[1:]))
+            known = set(self.bigram_list)
+            room = self.config.max_bigrams - len(self.bigram_list)
+            new = [b for b, c in counts.most_common() if c >= self.config.bigram_min_freq and b not in known]
+            new = new[: max(room, 0)]
+            self.bigram_list.extend(new)
+            added_bigrams = len(new)
+            self._index_bigrams()
+        return len(fresh), added_bigrams
+
+    def _index_bigrams(self) -> None:
+        """Bigrams are looked up by the pair of unit ids: key = left * V + right, sorted for searchsorted."""
+        vocab = self.tokenizer.get_vocab()
+        self._vsize = len(vocab)
+        keys, ids = [], []
+        for i, (a, b) in enumerate(self.bigram_list):
+            ia, ib = vocab.get(a, UNK_ID), vocab.get(b, UNK_ID)
+            if ia != UNK_ID and ib != UNK_ID:
+                keys.append(ia * self._vsize + ib)
+                ids.append(i + 2)  # 0 pad, 1 unk
+        order = np.argsort(np.asarray(keys, dtype=np.int64), kind="stable")
+        self._bigram_keys = torch.as_tensor(np.asarray(keys, dtype=np.int64)[order])
+        self._bigram_ids = torch.as_tensor(np.asarray(ids, dtype=np.int64)[order])
+
+    @property
+    def num_units(self) -> int:
+        return self.tokenizer.get_vocab_size()
+
+    @property
+    def num_bigrams(self) -> int:
+        """Size of the bigram id space (0 pad, 1 unk, then the list); 0 when bigrams are off."""
+        return len(self.bigram_list) + 2 if self.config.bigrams else 0
+
+    # ---- text -> units ------------------------------------------------
+    def normalize(self, text: str) -> str:
+        return text.translate(self._translate)
+
+    def _pieces(self, text: str) -> list[str]:
+        pre = self.tokenizer.pre_tokenizer.pre_tokenize_str(self.normalize(text))
+        return [p for p, _ in pre]
+
+    def encode(self, texts: Sequence[str]) -> Encoded:
+        normed = [self.normalize(t) for t in texts]
+        encodings = self.tokenizer.encode_batch(normed, add_special_tokens=False)
+        offsets = [np.asarray(e.offsets, dtype=np.int64).reshape(-1, 2) for e in encodings]
+        ids = [np.asarray(e.ids, dtype=np.int64) for e in encodings]
+        return Encoded(offsets, ids)
+
+    # ---- units -> tensors ---------------------------------------------
+    def batch(self, encoded: Encoded, order: Sequence[int] | None = None) -> Batch:
+        """Pad (a subset, in ``order``, of) encoded texts into a :class:`Batch`."""
+        order = range(len(encoded.ids)) if order is None else order
+        rows = [encoded.ids[i] for i in order]
+        lengths = torch.tensor([len(r) for r in rows], dtype=torch.long)
+        width = max(int(lengths.max()) if len(rows) else 0, 1)
+        unit_ids = np.zeros((len(rows), width), dtype=np.int64)
+        for r, row in enumerate(rows):
+            unit_ids[r, : len(row)] = row
+        units = torch.from_numpy(unit_ids)
+        bigrams = self._bigram_tensor(units, lengths) if self.config.bigrams else None
+        return Batch(units, bigrams, lengths)
+
+    def _bigram_tensor(self, units: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        """(B, L) unit ids -> (B, L, 2) ids of the left (prev, cur) and right (cur, next) bigrams."""
+        b, width = units.shape
+        pos = torch.arange(width).expand(b, width)
+        boundary = torch.full((b, 1), BOUNDARY_ID, dtype=units.dtype)
+        prev = torch.cat([boundary, units[:, :-1]], dim=1)
+        nxt = torch.cat([units[:, 1:], boundary], dim=1)
+        nxt = torch.where(pos == (lengths - 1).unsqueeze(1), BOUNDARY_ID, nxt)
+        left = self._lookup_bigrams(prev * self._vsize + units)
+        right = self._lookup_bigrams(units * self._vsize + nxt)
+        out = torch.stack([left, right], dim=-1)
+        return out.masked_fill((pos >= lengths.unsqueeze(1)).unsqueeze(-1), PAD_ID)
+
+    def _lookup_bigrams(self, keys: torch.Tensor) -> torch.Tensor:
+        if self._bigram_keys.numel() == 0:
+            return torch.full_like(keys, UNK_ID)
+        idx = torch.searchsorted(self._bigram_keys, keys).clamp(max=len(self._bigram_keys) - 1)
+        hit = self._bigram_keys[idx] == keys
+        return torch.where(hit, self._bigram_ids[idx], UNK_ID)
+
+    # ---- spans <-> unit spans -----------------------------------------
+    @staticmethod
+    def align(offsets: np.ndarray, spans: Iterable[Span]) -> tuple[list[tuple[int, int, str]], list[Span]]:
+        """Character spans -> unit spans ``(first, last + 1, label)``; spans not on unit boundaries are returned apart."""
+        starts = {int(s): i for i, s in enumerate(offsets[:, 0])}
+        ends = {int(e): i for i, e in enumerate(offsets[:, 1])}
+        aligned, misaligned = [], []
+        for span in spans:
+            i, j = starts.get(span.start), ends.get(span.end)
+            if i is None or j is None or j < i:
+                misaligned.append(span)
+            else:
+                aligned.append((i, j + 1, span.label))
+        return aligned, misaligned
+
+    @staticmethod
+    def to_spans(offsets: np.ndarray, unit_spans: Iterable[tuple[int, int, str]]) -> list[Span]:
+        """Unit spans back to character spans on the original text."""
+        return [Span(int(offsets[i, 0]), int(offsets[j - 1, 1]), label) for i, j, label in unit_spans]
+
+    # ---- persistence ---------------------------------------------------
+    def save(self, directory: Path) -> None:
+        directory = Path(directory)
+        self.tokenizer.save(str(directory / "tokenizer.json"))
+        meta = {"config": self.config.model_dump(), "charmap": self.charmap, "bigrams": self.bigram_list}
+        (directory / "codec.json").write_text(json.dumps(meta, ensure_ascii=False), encoding="utf-8")
+
+    @classmethod
+    def load(cls, directory: Path) -> "Codec":
+        directory = Path(directory)
+        meta = json.loads((directory / "codec.json").read_text(encoding="utf-8"))
+        config = CodecConfig.model_validate(meta["config"])
+        tokenizer = Tokenizer.from_file(str(directory / "tokenizer.json"))
+        charmap = meta["charmap"]
+        if not all(isinstance(k, str) and isinstance(v, str) and len(k) == len(v) == 1 for k, v in charmap.items()):
+            raise ValueError("codec.json: charmap must map single characters to single characters")
+        return cls(config, tokenizer, charmap, [tuple(b) for b in meta["bigrams"]])

@@ -1,0 +1,200 @@
+"""A linear-chain CRF over tag indices (text-agnostic).
+
+Shapes: ``B`` batch, ``L`` padded length, ``T`` tags. Sentence ``b`` occupies
+positions ``0 .. lengths[b] - 1``; everything after is padding and is never read,
+so a sentence's result does not depend on what it is batched with.
+
+Disallowed transitions (see :func:`models.schemes.allowed_transitions`) get the
+large *finite* score :data:`NEG` rather than ``-inf``: log-space sums then never
+meet ``-inf - (-inf)`` (NaN), and even an impossible gold path has a finite
+loss and finite gradients. ``exp(NEG)`` underflows to exactly 0 in float32, so
+such paths carry no probability mass.
+
+Scores are computed in float32, or in float64 when the emissions are float64
+(so tests can compare exactly); half-precision inputs are upcast.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+NEG = -10000.0
+_REDUCTIONS = ("sum", "mean", "none")
+
+
+class CRF(nn.Module):
+    """Linear-chain CRF with optional hard transition constraints.
+
+    ``allowed`` is a bool ``(T + 2, T + 2)`` matrix (rows/columns ``T`` and
+    ``T + 1`` are START and END) or ``None`` for no constraint. It is kept as a
+    persistent buffer so a saved model restores its constraints.
+    """
+
+    def __init__(self, num_tags: int, allowed: Tensor | None = None):
+        super().__init__()
+        if num_tags < 1:
+            raise ValueError(f"num_tags must be >= 1, got {num_tags}")
+        self.num_tags = num_tags
+        self.transitions = nn.Parameter(torch.empty(num_tags, num_tags).uniform_(-0.1, 0.1))  # [i -> j]
+        self.start_transitions = nn.Parameter(torch.empty(num_tags).uniform_(-0.1, 0.1))
+        self.end_transitions = nn.Parameter(torch.empty(num_tags).uniform_(-0.1, 0.1))
+        self.register_buffer("allowed", _check_allowed(allowed, num_tags), persistent=True)
+
+    def extra_repr(self) -> str:
+        return f"num_tags={self.num_tags}"
+
+    # ------------------------------------------------------------------ public
+
+    def nll(self, emissions: Tensor, tags: Tensor, lengths: Tensor, reduction: str = "sum") -> Tensor:
+        """Negative log-likelihood of the gold ``tags`` (B, L); ``reduction`` over sentences.
+
+        ``"mean"`` averages over sentences (not tokens). Empty sentences score 0.
+        """
+        if reduction not in _REDUCTIONS:
+            raise ValueError(f"reduction must be one of {_REDUCTIONS}, got {reduction!r}")
+        em, lengths, mask = self._prepare(emissions, lengths)
+        if em.shape[1] == 0:  # nothing to score; indexing position 0 below would fail
+            losses = em.new_zeros(em.shape[0])
+        else:
+            losses = self._log_partition(em, mask) - self._gold_score(em, tags, lengths, mask)
+            losses = torch.where(lengths > 0, losses, 0.0)  # (B,)
+        if reduction == "none":
+            return losses
+        return losses.sum() if reduction == "sum" else losses.mean()
+
+    def viterbi(
+        self, emissions: Tensor, lengths: Tensor, tag_mask: Tensor | None = None
+    ) -> tuple[Tensor, Tensor]:
+        """Best tags (B, L) long, 0 at padding, and their scores (B,).
+
+        ``tag_mask`` (B, L, T) bool restricts the tags allowed at each position;
+        an all-False row is read as "no restriction" so callers cannot make the
+        search empty by accident.
+        """
+        em, lengths, mask = self._prepare(emissions, lengths)
+        batch, length, num_tags = em.shape
+        if length == 0:
+            return em.new_zeros(batch, 0, dtype=torch.long), em.new_zeros(batch)
+        if tag_mask is not None:
+            tag_mask = tag_mask.to(device=em.device, dtype=torch.bool)
+            tag_mask = tag_mask | ~tag_mask.any(dim=-1, keepdim=True)
+            # A penalty, not a hard cut: conflicting constraints still yield a path.
+            em = em.masked_fill(~tag_mask, NEG)
+        trans, start, end = self._scores(em.dtype)
+        # Padding positions point back to the same tag, so backtracking from
+        # position L - 1 walks through padding to each sentence's real last tag.
+        identity = torch.arange(num_tags, device=em.device).expand(batch, num_tags)  # (B, T)
+        score = start + em[:, 0]  # (B, T)
+        backpointers = []
+        for t in range(1, length):
+            best, prev = (score.unsqueeze(2) + trans).max(dim=1)  # (B, T) over the previous tag
+            real = mask[:, t, None]  # (B, 1)
+            score = torch.where(real, best + em[:, t], score)
+            backpointers.append(torch.where(real, prev, identity))
+        best_score, last = (score + end).max(dim=1)  # (B,)
+        path = [last]
+        for pointers in reversed(backpointers):
+            last = pointers.gather(1, last.unsqueeze(1)).squeeze(1)
+            path.append(last)
+        tags = torch.stack(path[::-1], dim=1)  # (B, L)
+        return torch.where(mask, tags, 0), torch.where(lengths > 0, best_score, 0.0)
+
+    def marginals(self, emissions: Tensor, lengths: Tensor) -> Tensor:
+        """Posterior ``p(y_t = j)`` (B, L, T): rows sum to 1 at real positions, 0 at padding."""
+        em, lengths, mask = self._prepare(emissions, lengths)
+        batch, length, num_tags = em.shape
+        if length == 0:
+            return em.new_zeros(batch, 0, num_tags)
+        trans, start, end = self._scores(em.dtype)
+        alphas = [start + em[:, 0]]  # alphas[t]: (B, T) at position t
+        betas = [end.expand(batch, num_tags)]  # betas[k]: (B, T) at position L - 1 - k
+        # One pass fills alpha from the left and beta from the right together.
+        for t in range(1, length):
+            alpha = torch.logsumexp(alphas[-1].unsqueeze(2) + trans, dim=1) + em[:, t]
+            alphas.append(torch.where(mask[:, t, None], alpha, alphas[-1]))  # frozen past the end
+            s = length - 1 - t
+            beta = torch.logsumexp(trans + (em[:, s + 1] + betas[-1]).unsqueeze(1), dim=2)
+            betas.append(torch.where(mask[:, s + 1, None], beta, end))  # a last tag only ends
+        alpha, beta = torch.stack(alphas, dim=1), torch.stack(betas[::-1], dim=1)  # (B, L, T)
+        log_z = torch.logsumexp(alpha[:, -1] + end, dim=1)  # (B,)
+        posterior = torch.exp(alpha + beta - log_z[:, None, None])
+        # where, not multiply: padding values may overflow to inf and inf * 0 is NaN.
+        return torch.where(mask.unsqueeze(2), posterior, 0.0)
+
+    @torch.no_grad()
+    def extend(self, num_new: int, allowed: Tensor | None) -> None:
+        """Grow to ``num_tags + num_new`` tags; new tags take the last indices.
+
+        Existing scores are kept, new ones start at 0. ``allowed`` is the full
+        new ``(T + 2, T + 2)`` matrix (or None). Parameters are replaced, so an
+        optimizer built before must be rebuilt.
+        """
+        if num_new < 0:
+            raise ValueError(f"num_new must be >= 0, got {num_new}")
+        new = self.num_tags + num_new
+        self.allowed = _check_allowed(allowed, new).to(self.allowed.device)
+        self.transitions = _grown(self.transitions, (new, new))
+        self.start_transitions = _grown(self.start_transitions, (new,))
+        self.end_transitions = _grown(self.end_transitions, (new,))
+        self.num_tags = new
+
+    # ----------------------------------------------------------------- helpers
+
+    def _prepare(self, emissions: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """Upcast emissions, zero their padding, and build the (B, L) position mask."""
+        if emissions.dim() != 3 or emissions.shape[2] != self.num_tags:
+            raise ValueError(f"emissions must be (B, L, {self.num_tags}), got {tuple(emissions.shape)}")
+        dtype = torch.promote_types(emissions.dtype, torch.float32)
+        lengths = lengths.to(device=emissions.device, dtype=torch.long)
+        positions = torch.arange(emissions.shape[1], device=emissions.device)
+        mask = positions.unsqueeze(0) < lengths.unsqueeze(1)  # (B, L)
+        # Padding may hold anything (NaN, inf); zero it so no such value reaches any arithmetic.
+        em = emissions.to(dtype).masked_fill(~mask.unsqueeze(2), 0.0)
+        return em, lengths, mask
+
+    def _scores(self, dtype: torch.dtype) -> tuple[Tensor, Tensor, Tensor]:
+        """Transition (T, T), start (T,) and end (T,) scores with the constraint penalty."""
+        n, allowed = self.num_tags, self.allowed
+        trans = self.transitions.to(dtype).masked_fill(~allowed[:n, :n], NEG)
+        start = self.start_transitions.to(dtype).masked_fill(~allowed[n, :n], NEG)
+        end = self.end_transitions.to(dtype).masked_fill(~allowed[:n, n + 1], NEG)
+        return trans, start, end
+
+    def _log_partition(self, em: Tensor, mask: Tensor) -> Tensor:
+        """log Z (B,) by the forward algorithm; needs L >= 1."""
+        trans, start, end = self._scores(em.dtype)
+        alpha = start + em[:, 0]  # (B, T)
+        for t in range(1, em.shape[1]):
+            nxt = torch.logsumexp(alpha.unsqueeze(2) + trans, dim=1) + em[:, t]
+            alpha = torch.where(mask[:, t, None], nxt, alpha)  # frozen past the end
+        return torch.logsumexp(alpha + end, dim=1)
+
+    def _gold_score(self, em: Tensor, tags: Tensor, lengths: Tensor, mask: Tensor) -> Tensor:
+        """Score (B,) of the given paths; needs L >= 1."""
+        trans, start, end = self._scores(em.dtype)
+        # Padded tag values are arbitrary (even -100); make them valid indices.
+        tags = torch.where(mask, tags.to(device=em.device, dtype=torch.long), 0)  # (B, L)
+        emit = em.gather(2, tags.unsqueeze(2)).squeeze(2)  # (B, L)
+        step = trans[tags[:, :-1], tags[:, 1:]]  # (B, L - 1)
+        last = tags.gather(1, (lengths - 1).clamp(min=0).unsqueeze(1)).squeeze(1)  # (B,)
+        inner = torch.where(mask, emit, 0.0).sum(1) + torch.where(mask[:, 1:], step, 0.0).sum(1)
+        edges = torch.where(lengths > 0, start[tags[:, 0]] + end[last], 0.0)
+        return inner + edges
+
+
+def _check_allowed(allowed: Tensor | None, num_tags: int) -> Tensor:
+    size = num_tags + 2
+    if allowed is None:
+        return torch.ones(size, size, dtype=torch.bool)
+    allowed = torch.as_tensor(allowed).to(dtype=torch.bool).clone()
+    if allowed.shape != (size, size):
+        raise ValueError(f"allowed must be ({size}, {size}) for {num_tags} tags, got {tuple(allowed.shape)}")
+    return allowed
+
+
+def _grown(param: nn.Parameter, shape: tuple[int, ...]) -> nn.Parameter:
+    """A zero parameter of ``shape`` with ``param`` copied into its leading corner."""
+    grown = param.new_zeros(shape)
+    grown[tuple(slice(0, n) for n in param.shape)] = param
+    return nn.Parameter(grown, requires_grad=param.requires_grad)

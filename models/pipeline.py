@@ -1,0 +1,101 @@
+"""Inference: texts -> codec -> tensors -> tagger -> tags -> spans on the original texts."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from models.checkpoint import ModelMeta, load_checkpoint
+from models.codec import Codec, Encoded
+from models.schemes import tags_to_spans
+from models.spans import Span
+from models.tagger import Tagger
+
+
+def pick_device(device: str | torch.device = "auto") -> torch.device:
+    if str(device) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError("CUDA was requested but is not available on this machine")
+    return device
+
+
+@dataclass
+class Pipeline:
+    tagger: Tagger
+    codec: Codec
+    meta: ModelMeta
+    device: torch.device
+
+    @classmethod
+    def load(cls, directory: str | Path, device: str | torch.device = "auto") -> "Pipeline":
+        device = pick_device(device)
+        tagger, codec, meta = load_checkpoint(directory, device)
+        return cls(tagger, codec, meta, device)
+
+    @property
+    def task(self) -> str:
+        return self.meta.task
+
+    def predict(
+        self,
+        texts: Sequence[str],
+        *,
+        scores: bool = False,
+        max_batch: int = 256,
+        max_units: int = 16384,
+    ) -> list[list[Span]]:
+        """Spans for every text: words (seg), tagged words (pos) or entities (ner)."""
+        encoded = self.codec.encode(texts)
+        results: list[list[Span]] = [[] for _ in texts]
+        for order in plan_batches(encoded.lengths, max_batch, max_units):
+            for i, spans in zip(order, self.predict_encoded(encoded, order, scores)):
+                results[i] = spans
+        return results
+
+    def predict_encoded(self, encoded: Encoded, order: Sequence[int], scores: bool = False) -> list[list[Span]]:
+        """Tag the encoded texts ``order`` (one batch) and map tags back to character spans."""
+        was_training = self.tagger.training
+        self.tagger.eval()
+        batch = self.codec.batch(encoded, order).to(self.device, non_blocking=True)
+        tag_ids, marginals = self.tagger.decode(batch, with_marginals=scores)
+        if was_training:
+            self.tagger.train()
+        tag_ids = tag_ids.cpu().numpy()
+        probs = None
+        if marginals is not None:
+            probs = np.take_along_axis(marginals.cpu().numpy(), tag_ids[..., None], -1)[..., 0]
+        names = self.meta.tags
+        out = []
+        for row, i in enumerate(order):
+            n = len(encoded.ids[i])
+            unit_spans = tags_to_spans([names[t] for t in tag_ids[row, :n]])
+            spans = self.codec.to_spans(encoded.offsets[i], unit_spans)
+            if probs is not None:
+                spans = [
+                    Span(s.start, s.end, s.label, float(probs[row, a:b].min()))
+                    for s, (a, b, _) in zip(spans, unit_spans)
+                ]
+            out.append(spans)
+        return out
+
+
+def plan_batches(lengths: Sequence[int], max_batch: int, max_units: int) -> list[list[int]]:
+    """Group indices by length (longest first) so padded size stays within ``max_units``."""
+    order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
+    batches: list[list[int]] = []
+    current: list[int] = []
+    for i in order:
+        width = lengths[current[0]] if current else lengths[i]
+        if current and (len(current) >= max_batch or width * (len(current) + 1) > max_units):
+            batches.append(current)
+            current = []
+        current.append(i)
+    if current:
+        batches.append(current)
+    return batches

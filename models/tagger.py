@@ -1,0 +1,157 @@
+"""The network: unit (+ bigram) embeddings -> recurrent encoder -> projection -> CRF or softmax.
+
+Tensors in, tensors out; the caller picks the device once. Text never gets here.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+from pydantic import BaseModel, ConfigDict, Field
+from torch import nn
+from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+
+from models.codec import PAD_ID, Batch
+from models.crf import CRF
+
+
+class TaggerConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    unit_dim: int = Field(128, ge=1)
+    bigram_dim: int = Field(64, ge=0)  # 0 = no bigram features
+    encoder: Literal["lstm", "gru"] = "lstm"
+    hidden: int = Field(256, ge=1)  # per direction
+    layers: int = Field(1, ge=1)
+    bidirectional: bool = True
+    embed_dropout: float = Field(0.3, ge=0, lt=1)
+    dropout: float = Field(0.3, ge=0, lt=1)  # between layers and before the projection
+    decoder: Literal["crf", "softmax"] = "crf"
+
+
+class Tagger(nn.Module):
+    def __init__(
+        self,
+        config: TaggerConfig,
+        num_units: int,
+        num_bigrams: int,
+        num_tags: int,
+        allowed: torch.Tensor | None = None,
+    ):
+        super().__init__()
+        self.config = config
+        self.unit_embed = nn.Embedding(num_units, config.unit_dim, padding_idx=PAD_ID)
+        self.use_bigrams = config.bigram_dim > 0 and num_bigrams > 0
+        in_dim = config.unit_dim
+        if self.use_bigrams:
+            self.bigram_embed = nn.Embedding(num_bigrams, config.bigram_dim, padding_idx=PAD_ID)
+            in_dim += 2 * config.bigram_dim  # left and right bigram
+        rnn = nn.LSTM if config.encoder == "lstm" else nn.GRU
+        self.encoder = rnn(
+            in_dim,
+            config.hidden,
+            num_layers=config.layers,
+            bidirectional=config.bidirectional,
+            dropout=config.dropout if config.layers > 1 else 0.0,
+            batch_first=True,
+        )
+        self.embed_dropout = nn.Dropout(config.embed_dropout)
+        self.dropout = nn.Dropout(config.dropout)
+        out_dim = config.hidden * (2 if config.bidirectional else 1)
+        self.project = nn.Linear(out_dim, num_tags)
+        self.crf = CRF(num_tags, allowed) if config.decoder == "crf" else None
+        self._init_weights()
+
+    def _init_weights(self) -> None:
+        nn.init.uniform_(self.unit_embed.weight, -0.1, 0.1)
+        if self.use_bigrams:
+            nn.init.uniform_(self.bigram_embed.weight, -0.1, 0.1)
+        if isinstance(self.encoder, nn.LSTM):
+            # Keras' unit_forget_bias: forget gate starts open (gates are i, f, g, o).
+            h = self.config.hidden
+            for name, param in self.encoder.named_parameters():
+                if name.startswith("bias_ih"):
+                    nn.init.zeros_(param)
+                    param.data[h : 2 * h] = 1.0
+                elif name.startswith("bias_hh"):
+                    nn.init.zeros_(param)
+
+    @property
+    def num_tags(self) -> int:
+        return self.project.out_features
+
+    def emissions(self, batch: Batch) -> torch.Tensor:
+        """Batch on this module's device -> (B, L, T) tag scores."""
+        x = self.unit_embed(batch.unit_ids)  # (B, L, unit_dim)
+        if self.use_bigrams:
+            bi = self.bigram_embed(batch.bigram_ids)  # (B, L, 2, bigram_dim)
+            x = torch.cat([x, bi.flatten(2)], dim=-1)
+        x = self.embed_dropout(x)
+        width = x.shape[1]
+        # Packing keeps padding out of the backward direction; empty rows are
+        # given length 1 (over PAD) and masked out by the decoder.
+        lengths = batch.lengths.clamp(min=1).cpu()
+        packed = pack_padded_sequence(x, lengths, batch_first=True, enforce_sorted=False)
+        out, _ = self.encoder(packed)
+        out, _ = pad_packed_sequence(out, batch_first=True, total_length=width)
+        return self.project(self.dropout(out))  # (B, L, T)
+
+    def loss(self, batch: Batch, tags: torch.Tensor) -> torch.Tensor:
+        """Summed negative log-likelihood of gold ``tags`` (B, L)."""
+        scores = self.emissions(batch)
+        lengths = batch.lengths.to(scores.device)
+        if self.crf is not None:
+            return self.crf.nll(scores, tags, lengths, reduction="sum")
+        mask = _length_mask(lengths, scores.shape[1])
+        logp = scores.float().log_softmax(-1).gather(-1, tags.unsqueeze(-1)).squeeze(-1)
+        return -(logp * mask).sum()
+
+    @torch.no_grad()
+    def decode(
+        self, batch: Batch, tag_mask: torch.Tensor | None = None, with_marginals: bool = False
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Best tags (B, L) and, if asked, per-unit marginals (B, L, T)."""
+        scores = self.emissions(batch).float()
+        lengths = batch.lengths.to(scores.device)
+        if self.crf is not None:
+            tags, _ = self.crf.viterbi(scores, lengths, tag_mask)
+            marginals = self.crf.marginals(scores, lengths) if with_marginals else None
+            return tags, marginals
+        if tag_mask is not None:
+            usable = tag_mask.any(-1, keepdim=True)
+            scores = scores.masked_fill(usable & ~tag_mask, -1e4)
+        probs = scores.softmax(-1) * _length_mask(lengths, scores.shape[1]).unsqueeze(-1)
+        return probs.argmax(-1), (probs if with_marginals else None)
+
+    def extend_tags(self, num_new: int, allowed: torch.Tensor | None) -> None:
+        """Grow the output layer (and CRF) by ``num_new`` tags, keeping what was learned."""
+        old = self.project
+        self.project = nn.Linear(old.in_features, old.out_features + num_new).to(old.weight.device)
+        with torch.no_grad():
+            self.project.weight.zero_()
+            self.project.bias.zero_()
+            self.project.weight[: old.out_features] = old.weight
+            self.project.bias[: old.out_features] = old.bias
+        if self.crf is not None:
+            self.crf.extend(num_new, allowed)
+
+    def extend_embeddings(self, num_units: int, num_bigrams: int) -> None:
+        """Grow the embedding tables to the codec's new vocabulary sizes."""
+        self.unit_embed = _grow(self.unit_embed, num_units)
+        if self.use_bigrams:
+            self.bigram_embed = _grow(self.bigram_embed, num_bigrams)
+
+
+def _grow(embed: nn.Embedding, size: int) -> nn.Embedding:
+    if size <= embed.num_embeddings:
+        return embed
+    new = nn.Embedding(size, embed.embedding_dim, padding_idx=PAD_ID).to(embed.weight.device)
+    with torch.no_grad():
+        nn.init.uniform_(new.weight, -0.1, 0.1)
+        new.weight[: embed.num_embeddings] = embed.weight
+    return new
+
+
+def _length_mask(lengths: torch.Tensor, width: int) -> torch.Tensor:
+    return (torch.arange(width, device=lengths.device).unsqueeze(0) < lengths.unsqueeze(1)).float()

@@ -1,0 +1,367 @@
+"""The network and the inference pipeline: shapes, initialisation, training a step,
+batch invariance, empty inputs, and growing tags / vocabularies in place."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from models.checkpoint import ModelMeta, build_tagger
+from models.codec import Codec, CodecConfig, is_space
+from models.pipeline import Pipeline, plan_batches
+from models.schemes import TagScheme, allowed_transitions, spans_to_tags, tag_vocabulary
+from models.tagger import Tagger, TaggerConfig
+
+CORPUS = [
+    "我爱北京天安门",
+    "iPhone15 发布于 2024 年，售价 3.5 万元",
+    "张三在上海工作",
+    "COVID-19 疫情",
+    "你好，世界！",
+]
+
+SMALL = dict(unit_dim=12, bigram_dim=6, hidden=10, layers=2, embed_dropout=0.2, dropout=0.2)
+
+# Texts of very different lengths, with empty and whitespace-only ones among them.
+TEXTS = [
+    "我爱北京天安门",
+    "",
+    "张三",
+    "iPhone15 发布于 2024 年，售价 3.5 万元，张三在上海工作，你好世界",
+    " \u3000\t\n",
+    "好",
+    "COVID-19 疫情在上海",
+    "我爱北京天安门",  # a duplicate
+    "你好，世界！😀 未知字",
+]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """Tiny models: intra-op threads only add overhead (and stall badly on a busy machine)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def codec() -> Codec:
+    return Codec.build(CORPUS, CodecConfig(bigram_min_freq=1))
+
+
+def make_tagger(codec: Codec, scheme=TagScheme.BMES, labels=("",), seed=0, outside=None, **overrides):
+    torch.manual_seed(seed)
+    outside = scheme is not TagScheme.BMES if outside is None else outside
+    tags = tag_vocabulary(scheme, labels, outside=outside)
+    config = TaggerConfig(**{**SMALL, **overrides})
+    return build_tagger(config, codec, scheme, tags), tags
+
+
+def randomise_crf(tagger: Tagger, scale: float = 1.0) -> None:
+    """Untrained CRF scores are nearly flat; make transitions matter."""
+    with torch.no_grad():
+        for p in tagger.crf.parameters():
+            p.normal_(0.0, scale)
+        tagger.project.weight.mul_(5.0)
+
+
+def pipeline_for(tagger: Tagger, codec: Codec, task: str, scheme: TagScheme, tags: list[str]) -> Pipeline:
+    return Pipeline(tagger, codec, ModelMeta(task, scheme, tags), torch.device("cpu"))
+
+
+def gold_tags(codec: Codec, texts: list[str], tags: list[str], scheme: TagScheme) -> torch.Tensor:
+    """Deterministic valid gold tags: words of two units (segmentation)."""
+    enc = codec.encode(texts)
+    width = max(max(enc.lengths), 1)
+    out = torch.zeros(len(texts), width, dtype=torch.long)
+    for row, n in enumerate(enc.lengths):
+        spans = [(i, min(i + 2, n), "") for i in range(0, n, 2)]
+        out[row, :n] = torch.tensor([tags.index(t) for t in spans_to_tags(spans, n, scheme)], dtype=torch.long)
+    return out
+
+
+# --------------------------------------------------------------------------- shapes / init
+
+
+def test_emissions_shape(codec):
+    tagger, tags = make_tagger(codec)
+    enc = codec.encode(TEXTS)
+    batch = codec.batch(enc)
+    scores = tagger.eval().emissions(batch)
+    assert scores.shape == (len(TEXTS), max(enc.lengths), len(tags))
+    assert torch.isfinite(scores).all()
+    assert tagger.num_tags == len(tags)
+    # Without bigram features, and unidirectional: same outer shape.
+    plain, _ = make_tagger(codec, bigram_dim=0, bidirectional=False, layers=1)
+    assert not plain.use_bigrams
+    assert plain.eval().emissions(batch).shape == scores.shape
+    # The model does not need the codec's bigrams when it has no bigram features.
+    no_bi = Codec.build(CORPUS, CodecConfig(bigrams=False))
+    t, _ = make_tagger(no_bi)
+    assert not t.use_bigrams
+    assert t.eval().emissions(no_bi.batch(no_bi.encode(TEXTS))).shape == scores.shape
+
+
+@pytest.mark.parametrize("layers, bidirectional", [(1, True), (2, True), (3, False)])
+def test_lstm_forget_gate_bias_is_one(codec, layers, bidirectional):
+    hidden = 7
+    tagger, _ = make_tagger(codec, layers=layers, bidirectional=bidirectional, hidden=hidden)
+    params = dict(tagger.encoder.named_parameters())
+    suffixes = ["", "_reverse"] if bidirectional else [""]
+    names = [f"l{k}{s}" for k in range(layers) for s in suffixes]
+    assert sorted(n for n in params if n.startswith("bias_ih")) == sorted(f"bias_ih_{n}" for n in names)
+    for name in names:
+        ih, hh = params[f"bias_ih_{name}"], params[f"bias_hh_{name}"]
+        assert ih.shape == (4 * hidden,)  # gates i, f, g, o
+        expected = torch.zeros(4 * hidden)
+        expected[hidden : 2 * hidden] = 1.0
+        assert torch.equal(ih.detach(), expected), name
+        assert torch.equal(hh.detach(), torch.zeros(4 * hidden)), name
+
+
+def test_gru_has_no_forget_bias_rewrite(codec):
+    tagger, _ = make_tagger(codec, encoder="gru")
+    assert isinstance(tagger.encoder, torch.nn.GRU)
+    # PyTorch's default init: biases are not all zero / one.
+    ih = tagger.encoder.bias_ih_l0.detach()
+    assert not torch.all((ih == 0) | (ih == 1))
+
+
+# --------------------------------------------------------------------------- training / decoding
+
+
+@pytest.mark.parametrize(
+    "encoder, decoder", [("lstm", "crf"), ("gru", "crf"), ("lstm", "softmax"), ("gru", "softmax")]
+)
+def test_train_one_step_and_decode(codec, encoder, decoder):
+    scheme = TagScheme.BMES
+    tagger, tags = make_tagger(codec, scheme, encoder=encoder, decoder=decoder)
+    assert (tagger.crf is None) == (decoder == "softmax")
+    texts = [t for t in TEXTS if t.strip()]
+    batch = codec.batch(codec.encode(texts))
+    gold = gold_tags(codec, texts, tags, scheme)
+
+    tagger.train()
+    optim = torch.optim.SGD(tagger.parameters(), lr=0.1)
+    before = {k: v.detach().clone() for k, v in tagger.state_dict().items()}
+    loss = tagger.loss(batch, gold)
+    assert loss.dim() == 0 and torch.isfinite(loss) and loss.item() > 0
+    optim.zero_grad()
+    loss.backward()
+    assert all(torch.isfinite(p.grad).all() for p in tagger.parameters() if p.grad is not None)
+    assert tagger.encoder.weight_ih_l0.grad.abs().sum() > 0
+    optim.step()
+    changed = [k for k, v in tagger.state_dict().items() if not torch.equal(v, before[k])]
+    assert "project.weight" in changed and "encoder.weight_ih_l0" in changed
+    if decoder == "crf":
+        assert "crf.transitions" in changed
+
+    tagger.eval()
+    with torch.no_grad():
+        assert tagger.loss(batch, gold).item() < loss.item()  # one step on the same batch helps
+    pred, marginals = tagger.decode(batch, with_marginals=True)
+    assert pred.shape == batch.unit_ids.shape and pred.dtype == torch.long
+    assert ((pred >= 0) & (pred < len(tags))).all()
+    assert marginals.shape == (*batch.unit_ids.shape, len(tags))
+    lengths = batch.lengths
+    for row, n in enumerate(lengths.tolist()):
+        # float32 forward-backward: ~1e-5 error on long sentences is rounding, not a bug.
+        assert torch.allclose(marginals[row, :n].sum(-1), torch.ones(n), atol=1e-4)
+        assert (marginals[row, n:] == 0).all()
+        assert (pred[row, n:] == 0).all()
+    # And through the pipeline: every visible character is in exactly one word
+    # (a word may span whitespace between its units, e.g. "2024 年").
+    pipe = pipeline_for(tagger, codec, "seg", scheme, tags)
+    for text, words in zip(TEXTS, pipe.predict(TEXTS, scores=True)):
+        covered = [0] * len(text)
+        for w in words:
+            assert not is_space(text[w.start]) and not is_space(text[w.end - 1])
+            for k in range(w.start, w.end):
+                covered[k] += 1
+        assert all(c == 1 for ch, c in zip(text, covered) if not is_space(ch))
+        assert all(c <= 1 for c in covered)
+        assert all(0.0 <= w.score <= 1.0 + 1e-4 for w in words), [w.score for w in words]
+
+
+def test_decode_honours_tag_mask(codec):
+    tagger, tags = make_tagger(codec, TagScheme.BMES)
+    randomise_crf(tagger)
+    batch = codec.batch(codec.encode(["我爱北京天安门"]))
+    mask = torch.zeros(1, batch.unit_ids.shape[1], len(tags), dtype=torch.bool)
+    mask[..., tags.index("S")] = True
+    pred, _ = tagger.eval().decode(batch, tag_mask=mask)
+    assert pred[0].tolist() == [tags.index("S")] * 7
+
+
+# --------------------------------------------------------------------------- batch invariance
+
+
+@pytest.mark.parametrize(
+    "encoder, scheme, labels",
+    [("lstm", TagScheme.BMES, ("",)), ("gru", TagScheme.BIOES, ("LOC", "PER")), ("lstm", TagScheme.BIO, ("PER",))],
+)
+def test_tensor_level_batch_invariance(codec, encoder, scheme, labels):
+    tagger, tags = make_tagger(codec, scheme, labels, seed=3, encoder=encoder)
+    randomise_crf(tagger)
+    tagger.eval()
+    enc = codec.encode(TEXTS)
+    together = codec.batch(enc)
+    em_all = tagger.emissions(together)
+    tags_all, marg_all = tagger.decode(together, with_marginals=True)
+    for i, n in enumerate(enc.lengths):
+        alone = codec.batch(enc, [i])
+        em = tagger.emissions(alone)
+        t, m = tagger.decode(alone, with_marginals=True)
+        assert torch.allclose(em[0, :n], em_all[i, :n], atol=1e-5)
+        assert t[0, :n].tolist() == tags_all[i, :n].tolist()
+        assert torch.allclose(m[0, :n], marg_all[i, :n], atol=1e-5)
+
+
+@pytest.mark.parametrize(
+    "task, scheme, labels, decoder",
+    [
+        ("seg", TagScheme.BMES, ("",), "crf"),
+        ("ner", TagScheme.BIOES, ("LOC", "PER"), "crf"),
+        ("ner", TagScheme.BIO, ("LOC", "PER"), "softmax"),
+    ],
+)
+def test_pipeline_batch_invariance(codec, task, scheme, labels, decoder):
+    tagger, tags = make_tagger(codec, scheme, labels, seed=11, decoder=decoder)
+    if tagger.crf is not None:
+        randomise_crf(tagger)
+    tagger.eval()
+    pipe = pipeline_for(tagger, codec, task, scheme, tags)
+    alone = pipe.predict(TEXTS, scores=True, max_batch=1)
+    together = pipe.predict(TEXTS, scores=True, max_batch=64)
+    squeezed = pipe.predict(TEXTS, scores=True, max_batch=64, max_units=20)  # other groupings
+    assert len(alone) == len(together) == len(TEXTS)
+    for a, b, c in zip(alone, together, squeezed):
+        assert [(s.start, s.end, s.label) for s in a] == [(s.start, s.end, s.label) for s in b]
+        assert [(s.start, s.end, s.label) for s in a] == [(s.start, s.end, s.label) for s in c]
+        for x, y, z in zip(a, b, c):
+            assert x.score is not None
+            assert x.score == pytest.approx(y.score, abs=1e-5)
+            assert x.score == pytest.approx(z.score, abs=1e-5)
+    # A duplicate text gets the same answer as its twin in the same batch.
+    assert together[0] == together[7]
+    assert [s.score for s in together[0]] == pytest.approx([s.score for s in together[7]], abs=1e-5)
+    # The model is left in the mode it was in.
+    assert not tagger.training
+    if task == "seg":
+        assert any(len(words) > 0 for words in together)
+    # Scores off: same spans, no scores.
+    plain = pipe.predict(TEXTS, max_batch=64)
+    assert plain == together
+    assert all(s.score is None for spans in plain for s in spans)
+
+
+def test_pipeline_restores_training_mode(codec):
+    tagger, tags = make_tagger(codec)
+    pipe = pipeline_for(tagger, codec, "seg", TagScheme.BMES, tags)
+    tagger.train()
+    first = pipe.predict(TEXTS[:3], scores=True)
+    assert tagger.training
+    assert pipe.predict(TEXTS[:3], scores=True) == first  # eval inside: no dropout noise
+
+
+# --------------------------------------------------------------------------- empty inputs
+
+
+@pytest.mark.parametrize("decoder", ["crf", "softmax"])
+def test_empty_and_whitespace_texts(codec, decoder):
+    tagger, tags = make_tagger(codec, decoder=decoder)
+    pipe = pipeline_for(tagger, codec, "seg", TagScheme.BMES, tags)
+    assert pipe.predict([]) == []
+    assert pipe.predict([""]) == [[]]
+    assert pipe.predict(["", " \u3000\t\n\xa0"], scores=True) == [[], []]
+    mixed = pipe.predict(["", "我爱", "   "], scores=True, max_batch=64)
+    assert mixed[0] == [] and mixed[2] == [] and len(mixed[1]) >= 1
+    # Tensor level: an all-empty batch decodes to nothing without error.
+    batch = codec.batch(codec.encode(["", " "]))
+    assert batch.lengths.tolist() == [0, 0]
+    pred, marginals = tagger.eval().decode(batch, with_marginals=True)
+    assert pred.shape[0] == 2 and (pred == 0).all() and (marginals == 0).all()
+    gold = torch.zeros_like(batch.unit_ids)
+    assert tagger.loss(batch, gold).item() == 0.0
+
+
+def test_plan_batches():
+    lengths = [3, 0, 10, 5, 5, 1]
+    batches = plan_batches(lengths, max_batch=2, max_units=100)
+    assert sorted(i for b in batches for i in b) == list(range(len(lengths)))
+    assert all(len(b) <= 2 for b in batches)
+    assert batches[0][0] == 2  # longest first
+    tight = plan_batches(lengths, max_batch=64, max_units=10)
+    assert all(max(lengths[i] for i in b) * len(b) <= 10 or len(b) == 1 for b in tight)
+    assert plan_batches([], 4, 100) == []
+
+
+# --------------------------------------------------------------------------- growing in place
+
+
+@pytest.mark.parametrize("decoder", ["crf", "softmax"])
+def test_extend_tags_keeps_old_outputs(codec, decoder):
+    scheme = TagScheme.BIOES
+    tagger, old_tags = make_tagger(codec, scheme, ("PER",), seed=5, decoder=decoder)
+    if tagger.crf is not None:
+        randomise_crf(tagger)
+    tagger.eval()
+    batch = codec.batch(codec.encode(TEXTS))
+    before = tagger.emissions(batch)
+    crf_before = None if tagger.crf is None else [p.detach().clone() for p in tagger.crf.parameters()]
+
+    new_tags = old_tags + [t for t in tag_vocabulary(scheme, ["LOC"]) if t not in old_tags]
+    num_new = len(new_tags) - len(old_tags)
+    assert num_new == 4
+    tagger.extend_tags(num_new, allowed_transitions(scheme, new_tags))
+    assert tagger.num_tags == len(new_tags)
+    after = tagger.emissions(batch)
+    assert after.shape == (*before.shape[:2], len(new_tags))
+    assert torch.allclose(after[..., : len(old_tags)], before, atol=1e-6)
+    assert (after[..., len(old_tags) :] == 0).all()  # new tags start neutral
+    if crf_before is not None:
+        n = len(old_tags)
+        trans, start, end = tagger.crf.transitions, tagger.crf.start_transitions, tagger.crf.end_transitions
+        assert torch.equal(trans[:n, :n], crf_before[0])
+        assert torch.equal(start[:n], crf_before[1]) and torch.equal(end[:n], crf_before[2])
+        assert tagger.crf.allowed.shape == (len(new_tags) + 2,) * 2
+    # It still trains and decodes with the grown tag set.
+    pred, marginals = tagger.decode(batch, with_marginals=True)
+    assert marginals.shape[-1] == len(new_tags) and ((pred >= 0) & (pred < len(new_tags))).all()
+    tagger.train()
+    loss = tagger.loss(batch, torch.full_like(batch.unit_ids, new_tags.index("S-LOC")))
+    loss.backward()
+    assert torch.isfinite(loss) and tagger.project.weight.grad[len(old_tags) :].abs().sum() > 0
+
+
+def test_extend_embeddings_keeps_old_outputs():
+    codec = Codec.build(CORPUS, CodecConfig(bigram_min_freq=1))
+    tagger, tags = make_tagger(codec, seed=9)
+    randomise_crf(tagger)
+    tagger.eval()
+    old_texts = CORPUS + ["我爱上海"]
+    old_batch = codec.batch(codec.encode(old_texts))
+    emissions = tagger.emissions(old_batch)
+    decoded, _ = tagger.decode(old_batch)
+    old_units, old_bigrams = codec.num_units, codec.num_bigrams
+
+    # Characters disjoint from the old texts, so their bigrams are untouched.
+    added = codec.extend(["深圳南山区腾讯大厦", "深圳南山区腾讯大厦 Shenzhen"])
+    assert added[0] > 0 and added[1] > 0
+    tagger.extend_embeddings(codec.num_units, codec.num_bigrams)
+    assert tagger.unit_embed.num_embeddings == codec.num_units > old_units
+    assert tagger.bigram_embed.num_embeddings == codec.num_bigrams > old_bigrams
+
+    new_batch = codec.batch(codec.encode(old_texts))
+    assert torch.equal(new_batch.unit_ids, old_batch.unit_ids)
+    assert torch.equal(new_batch.bigram_ids, old_batch.bigram_ids)
+    assert torch.allclose(tagger.emissions(new_batch), emissions, atol=1e-6)
+    assert torch.equal(tagger.decode(new_batch)[0], decoded)
+    # New units are usable and not UNK.
+    fresh = codec.batch(codec.encode(["深圳 Shenzhen"]))
+    assert fresh.unit_ids.min() >= 3 and tagger.emissions(fresh).shape[:2] == (1, 3)
+    # Shrinking is a no-op.
+    table = tagger.unit_embed
+    tagger.extend_embeddings(old_units, old_bigrams)
+    assert tagger.unit_embed is table

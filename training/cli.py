@@ -1,0 +1,277 @@
+"""``seqtag`` command line: train, evaluate, predict, serve.
+
+Errors the user can fix (bad files, bad config, bad checkpoints) are printed as
+one ``seqtag: error: ...`` line with exit status 2, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+import typing
+from pathlib import Path
+from typing import Any, Sequence
+
+from pydantic import BaseModel
+
+from training.config import SECTIONS, TrainConfig
+
+# Task defaults: what the command as written should train well (tuned on the shared corpora).
+TASK_DEFAULTS: dict[str, dict[str, Any]] = {
+    "seg": {"format": "seg"},
+    "pos": {"format": "conllu", "tag_column": "upos"},
+    "ner": {
+        "format": "column",
+        "model": {"hidden": 200, "embed_dropout": 0.5, "dropout": 0.5},
+        "optim": {"epochs": 50, "batch_size": 16, "patience": 10},
+    },
+}
+
+_TOP_LEVEL = ("train", "dev", "format", "out", "tag_column", "scheme", "init_from", "max_misaligned")
+
+
+class UsageError(Exception):
+    pass
+
+
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def _add_model_flags(parser: argparse.ArgumentParser, model: type[BaseModel], dest_prefix: str, only=None) -> None:
+    for name, field in model.model_fields.items():
+        if only is not None and name not in only:
+            continue
+        annotation = field.annotation
+        origin = typing.get_origin(annotation)
+        default_text = field.default if field.default is not None else "auto"
+        help_text = f"(default: {default_text})"
+        dest = dest_prefix + name
+        if annotation is bool:
+            parser.add_argument(_flag(name), dest=dest, action=argparse.BooleanOptionalAction, default=None,
+                                help=help_text)
+        elif origin is typing.Literal:
+            parser.add_argument(_flag(name), dest=dest, choices=list(typing.get_args(annotation)), default=None,
+                                help=help_text)
+        elif annotation in (int, float):
+            parser.add_argument(_flag(name), dest=dest, type=annotation, default=None, help=help_text)
+        else:
+            parser.add_argument(_flag(name), dest=dest, default=None, help=help_text)
+
+
+def _train_parser(sub) -> None:
+    p = sub.add_parser("train", help="train a model", description="Train a Bi-LSTM-CRF tagger.")
+    p.add_argument("--task", choices=["seg", "pos", "ner"], help="what to learn")
+    p.add_argument("--config", help="JSON or TOML file with any settings (flags override it)")
+    p.add_argument("--label-map", help="rename labels, e.g. NR=PER,NS=LOC,NT=ORG")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out from its last snapshot")
+    _add_model_flags(p, TrainConfig, "top.", only=_TOP_LEVEL)
+    for section, model in SECTIONS.items():
+        group = p.add_argument_group(section)
+        _add_model_flags(group, model, f"{section}.")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="seqtag", description="Chinese segmentation, POS and NER taggers.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    _train_parser(sub)
+    e = sub.add_parser("evaluate", help="score a model on a labelled file")
+    e.add_argument("model")
+    e.add_argument("data")
+    e.add_argument("--format", choices=["seg", "conllu", "column", "wordpos", "jsonl"])
+    e.add_argument("--tag-column", choices=["upos", "xpos", "none"])
+    e.add_argument("--label-map")
+    e.add_argument("--device", default="auto")
+    e.add_argument("--json", action="store_true", help="print one JSON object")
+    pr = sub.add_parser("predict", help="tag raw text, one document per line")
+    pr.add_argument("model")
+    pr.add_argument("input", nargs="?", help="input file (default: stdin)")
+    pr.add_argument("--format", choices=["seg", "column", "jsonl"], default=None,
+                    help="output format (default: seg for seg/pos models, jsonl for ner)")
+    pr.add_argument("--output", "-o", help="output file (default: stdout)")
+    pr.add_argument("--device", default="auto")
+    pr.add_argument("--batch-size", type=int, default=256)
+    s = sub.add_parser("serve", help="start the HTTP service")
+    s.add_argument("--models", help="directory of checkpoint directories")
+    s.add_argument("--host")
+    s.add_argument("--port", type=int)
+    s.add_argument("--device", choices=["auto", "cpu", "cuda"])
+    return parser
+
+
+# ---- train ---------------------------------------------------------------
+
+def _layers_from_args(args: argparse.Namespace) -> dict[str, Any]:
+    flags: dict[str, Any] = {}
+    for dest, value in vars(args).items():
+        if value is None or "." not in dest:
+            continue
+        section, name = dest.split(".", 1)
+        if section == "top":
+            flags[name] = value
+        else:
+            flags.setdefault(section, {})[name] = value
+    if args.task:
+        flags["task"] = args.task
+    if args.label_map:
+        from training.readers import parse_label_map
+
+        flags["label_map"] = parse_label_map(args.label_map)
+    return flags
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from training.config import build_config, load_config_file
+    from training.trainer import STATE_JSON, Trainer
+
+    flags = _layers_from_args(args)
+    if args.resume:
+        out = flags.get("out")
+        if not out or not (Path(out) / "last" / STATE_JSON).exists():
+            raise UsageError(f"--resume needs --out pointing at a run with a last/ snapshot (got {out!r})")
+        saved = json.loads((Path(out) / "last" / "config.json").read_text(encoding="utf-8"))["training"]
+        config = build_config(saved, {k: v for k, v in flags.items() if k in ("optim", "run")})
+    else:
+        file_layer = load_config_file(args.config) if args.config else {}
+        task = flags.get("task") or file_layer.get("task")
+        if task not in TASK_DEFAULTS:
+            raise UsageError("--task is required (seg, pos or ner)")
+        config = build_config(TASK_DEFAULTS[task], file_layer, flags)
+    trainer = Trainer(config, resume=args.resume)
+    d = trainer.data
+    print(f"train: {len(d.ids)} sentences ({d.spans} spans, {d.misaligned} off unit boundaries, "
+          f"{d.dropped} sentences left out); dev: {len(trainer.dev_examples)}; tags: {len(trainer.meta.tags)}; "
+          f"device: {trainer.device}", file=sys.stderr)
+    for record in trainer.train():
+        dev = record["dev"]
+        print(f"epoch {record['epoch']:3d}  loss {record['loss']:.4f}  dev f1 {dev['f1']:6.2f}"
+              f"{'  *best*' if record['is_best'] else ''}  ({record['train_seconds']:.0f}s, "
+              f"{record['train_units_per_s']} units/s)", file=sys.stderr, flush=True)
+        trainer.write_plot()
+    print(f"best dev f1 {trainer.state['best_f1']:.2f}; model in {Path(config.out) / 'best'}", file=sys.stderr)
+    return 0
+
+
+# ---- evaluate / predict ----------------------------------------------------
+
+def _load_pipeline(model: str, device: str):
+    from models.pipeline import Pipeline
+
+    return Pipeline.load(model, device)
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from models.spans import Example, Span
+    from training.metrics import scores_for_task
+    from training.readers import parse_label_map, read_corpus
+
+    pipeline = _load_pipeline(args.model, args.device)
+    training = pipeline.meta.extra.get("training", {})
+    fmt = args.format or training.get("format", "seg")
+    tag_column = "none" if pipeline.task == "seg" else (args.tag_column or training.get("tag_column", "upos"))
+    label_map = parse_label_map(args.label_map) if args.label_map else training.get("label_map", {})
+    gold = read_corpus(args.data, fmt, tag_column=tag_column, label_map=label_map)
+    if pipeline.task == "seg":
+        gold = [Example(e.text, [Span(s.start, s.end) for s in e.spans]) for e in gold]
+    start = time.perf_counter()
+    predicted = pipeline.predict([e.text for e in gold])
+    seconds = time.perf_counter() - start
+    pred = [Example(e.text, spans) for e, spans in zip(gold, predicted)]
+    train_vocab = _train_vocab(training, fmt, tag_column)
+    scores = scores_for_task(pipeline.task, gold, pred, train_vocab)
+    scores["seconds"] = round(seconds, 3)
+    if args.json:
+        print(json.dumps(scores, ensure_ascii=False))
+    else:
+        keys = [k for k in ("precision", "recall", "f1", "word_f1", "pos_accuracy", "oov_recall", "iv_recall")
+                if k in scores]
+        print("  ".join(f"{k} {scores[k]:.2f}" for k in keys))
+        print(f"{scores['sentences']} sentences, {scores['chars']} chars, {seconds:.2f}s")
+    return 0
+
+
+def _train_vocab(training: dict[str, Any], fmt: str, tag_column: str) -> set[str] | None:
+    """Words of the model's training corpus, for OOV recall, when that file is still there."""
+    from training.metrics import word_vocabulary
+    from training.readers import read_corpus
+
+    path = training.get("train")
+    if not path or not Path(path).exists():
+        return None
+    return word_vocabulary(read_corpus(path, training.get("format", fmt), tag_column="none"))
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    from models.spans import Example
+    from training.readers import write_corpus
+
+    pipeline = _load_pipeline(args.model, args.device)
+    fmt = args.format or ("jsonl" if pipeline.task == "ner" else "seg")
+    source = open(args.input, encoding="utf-8") if args.input else sys.stdin
+    sink = open(args.output, "w", encoding="utf-8") if args.output else sys.stdout
+    try:
+        chunk: list[str] = []
+        for line in source:
+            chunk.append(line.rstrip("\n").rstrip("\r"))
+            if len(chunk) >= 4096:
+                _predict_chunk(pipeline, chunk, fmt, sink, args.batch_size)
+                chunk = []
+        _predict_chunk(pipeline, chunk, fmt, sink, args.batch_size)
+    except UnicodeDecodeError as exc:
+        raise UsageError(f"{args.input or 'stdin'}: not UTF-8 text ({exc.reason})") from None
+    finally:
+        if args.input:
+            source.close()
+        if args.output:
+            sink.close()
+    return 0
+
+
+def _predict_chunk(pipeline, texts: list[str], fmt: str, sink, batch_size: int) -> None:
+    from models.spans import Example
+    from training.readers import write_corpus
+
+    if not texts:
+        return
+    spans = pipeline.predict(texts, max_batch=batch_size)
+    write_corpus([Example(t, s) for t, s in zip(texts, spans)], sink, fmt, scheme=pipeline.meta.scheme)
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    try:
+        from service.main import run
+    except ImportError as exc:
+        raise UsageError(f"the service is not available: {exc}") from None
+    return run(models=args.models, host=args.host, port=args.port, device=args.device)
+
+
+COMMANDS = {"train": cmd_train, "evaluate": cmd_evaluate, "predict": cmd_predict, "serve": cmd_serve}
+
+
+def _one_line(exc: BaseException) -> str:
+    """The message on one line: e.g. a config error's indented list becomes ``head: a; b``."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    if not lines:
+        return type(exc).__name__
+    return lines[0] + (" " + "; ".join(lines[1:]) if len(lines) > 1 else "")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    from models.checkpoint import CheckpointError
+    from training.readers import CorpusError
+    from training.trainer import TrainingError
+
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return COMMANDS[args.command](args)
+    except (UsageError, CheckpointError, CorpusError, TrainingError, ValueError, OSError) as exc:
+        parser.exit(2, f"seqtag: error: {_one_line(exc)}\n")
+    except KeyboardInterrupt:
+        parser.exit(130, "seqtag: interrupted\n")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,379 @@
+"""A small trainer: a generator that yields one record per epoch and keeps the best checkpoint.
+
+Run directory layout (``--out DIR``)::
+
+    DIR/best/          best checkpoint on dev (what you serve / evaluate)
+    DIR/last/          resume snapshot: checkpoint + trainer_state.{json,safetensors}
+    DIR/log.jsonl      one JSON line per epoch
+    DIR/curves.png     loss and dev F1 per epoch
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import random
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator, Sequence
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+
+from models.checkpoint import ModelMeta, build_tagger, load_checkpoint, save_checkpoint
+from models.codec import UNK_ID, Codec
+from models.pipeline import Pipeline, pick_device
+from models.schemes import TagScheme, allowed_transitions, spans_to_tags, tag_vocabulary
+from models.spans import Example, Span
+from models.tagger import Tagger
+from training.config import TrainConfig
+from training.metrics import scores_for_task, word_vocabulary
+from training.readers import ReadStats, read_corpus
+
+STATE_JSON, STATE_TENSORS = "trainer_state.json", "trainer_state.safetensors"
+
+
+class TrainingError(Exception):
+    """A problem with the data or the run directory, with a message for humans."""
+
+
+# ---- data ----------------------------------------------------------------
+
+def load_examples(path: str, config: TrainConfig) -> tuple[list[Example], ReadStats]:
+    stats = ReadStats()
+    tag_column = "none" if config.task == "seg" else config.tag_column
+    examples = read_corpus(path, config.format, tag_column=tag_column, label_map=config.label_map, stats=stats)
+    if config.task == "seg":
+        examples = [Example(e.text, [Span(s.start, s.end) for s in e.spans], e.source) for e in examples]
+    return examples, stats
+
+
+@dataclass
+class Encoded:
+    """Training tensors of a corpus, one entry per kept sentence."""
+
+    ids: list[np.ndarray]
+    tags: list[np.ndarray]
+    kept: list[int]  # index of the example each entry came from
+    spans: int
+    misaligned: int
+    dropped: int  # sentences left out because a gold span is off unit boundaries
+
+
+def encode_examples(examples: Sequence[Example], codec: Codec, scheme: TagScheme, tags: list[str]) -> Encoded:
+    index = {t: i for i, t in enumerate(tags)}
+    enc = codec.encode([e.text for e in examples])
+    out = Encoded([], [], [], 0, 0, 0)
+    for k, ex in enumerate(examples):
+        aligned, bad = codec.align(enc.offsets[k], ex.spans)
+        out.spans += len(ex.spans)
+        out.misaligned += len(bad)
+        if bad or not len(enc.ids[k]):
+            out.dropped += bool(bad)
+            continue
+        names = spans_to_tags(aligned, len(enc.ids[k]), scheme)
+        unknown = [n for n in names if n not in index]
+        if unknown:
+            raise TrainingError(f"{ex.source}: tag {unknown[0]} is not in the model's tag set")
+        out.ids.append(enc.ids[k])
+        out.tags.append(np.asarray([index[n] for n in names], dtype=np.int64))
+        out.kept.append(k)
+    return out
+
+
+def fingerprint(path: str) -> dict[str, Any]:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return {"path": str(path), "bytes": os.path.getsize(path), "sha256": digest.hexdigest()}
+
+
+def make_batches(lengths: Sequence[int], batch_size: int, max_units: int, rng: np.random.Generator) -> list[list[int]]:
+    """Length-bucketed batches in random order: similar lengths together keep padding low."""
+    noisy = np.asarray(lengths, dtype=np.float64) + rng.uniform(0, 2, len(lengths))
+    order = np.argsort(noisy)
+    batches, current, width = [], [], 0
+    for i in order:
+        width_next = max(width, lengths[i])
+        if current and (len(current) >= batch_size or width_next * (len(current) + 1) > max_units):
+            batches.append(current)
+            current, width_next = [], lengths[i]
+        current.append(int(i))
+        width = width_next
+    if current:
+        batches.append(current)
+    rng.shuffle(batches)
+    return batches
+
+
+# ---- the trainer -----------------------------------------------------------
+
+class Trainer:
+    def __init__(self, config: TrainConfig, resume: bool = False):
+        self.config = config
+        self.out = Path(config.out)
+        self.device = pick_device(config.run.device)
+        if self.device.type == "cpu":
+            torch.set_num_threads(config.run.threads or max(1, os.cpu_count() or 1))
+        self._seed(config.run.seed)
+        self.train_examples, self.train_stats = load_examples(config.train, config)
+        if not self.train_examples:
+            raise TrainingError(f"{config.train}: no training sentences")
+        self.dev_examples = load_examples(config.dev, config)[0] if config.dev else []
+        self.state: dict[str, Any] = {"epoch": 0, "step": 0, "epoch_step": 0, "best_f1": -1.0, "bad_epochs": 0}
+        self.resumed = resume and (self.out / "last" / STATE_JSON).exists()
+        if self.resumed:
+            self._restore()
+        else:
+            self._fresh()
+        self.train_vocab = word_vocabulary(self.train_examples)
+        self.data = encode_examples(self.train_examples, self.codec, self.meta.scheme, self.meta.tags)
+        self._check_alignment()
+        self.tagger.to(self.device)
+        self.optimizer = torch.optim.AdamW(
+            self.tagger.parameters(), lr=config.optim.lr, weight_decay=config.optim.weight_decay
+        )
+        if resume and (self.out / "last" / STATE_JSON).exists():
+            self._restore_optimizer()
+        self.amp = config.run.amp and self.device.type == "cuda"
+
+    # -- construction
+    def _seed(self, seed: int) -> None:
+        random.seed(seed)
+        np.random.seed(seed)
+        torch.manual_seed(seed)
+
+    def _fresh(self) -> None:
+        cfg = self.config
+        labels = sorted({s.label for e in self.train_examples for s in e.spans})
+        if cfg.init_from:
+            self.tagger, self.codec, old = load_checkpoint(cfg.init_from, "cpu")
+            if old.task != cfg.task:
+                raise TrainingError(f"--init-from model is a {old.task} model, not {cfg.task}")
+            self.codec.extend(e.text for e in self.train_examples)
+            self.tagger.extend_embeddings(self.codec.num_units, self.codec.num_bigrams)
+            new_tags = [t for t in tag_vocabulary(old.scheme, labels, outside=cfg.task == "ner") if t not in old.tags]
+            tags = old.tags + new_tags
+            if new_tags:
+                self.tagger.extend_tags(len(new_tags), allowed_transitions(old.scheme, tags))
+            scheme = old.scheme
+        else:
+            self.codec = Codec.build((e.text for e in self.train_examples), cfg.codec)
+            scheme = cfg.scheme
+            tags = tag_vocabulary(scheme, labels, outside=cfg.task == "ner")
+            self.tagger = build_tagger(cfg.model, self.codec, scheme, tags)
+        self.meta = ModelMeta(cfg.task, scheme, tags, self._meta_extra())
+
+    def _meta_extra(self) -> dict[str, Any]:
+        corpora = {"train": fingerprint(self.config.train)}
+        if self.config.dev:
+            corpora["dev"] = fingerprint(self.config.dev)
+        return {"training": json.loads(self.config.model_dump_json()), "corpora": corpora}
+
+    def _check_alignment(self) -> None:
+        d = self.data
+        rate = d.misaligned / max(d.spans, 1)
+        self.state["misaligned"] = {"spans": d.spans, "misaligned": d.misaligned, "dropped_sentences": d.dropped}
+        if rate > self.config.max_misaligned:
+            raise TrainingError(
+                f"{d.misaligned} of {d.spans} gold spans ({100 * rate:.3f}%) do not fall on unit boundaries; "
+                "train with --units chars (one unit per character) for this corpus"
+            )
+
+    # -- schedule
+    def total_steps(self) -> int:
+        per_epoch = len(self._epoch_batches(0))
+        return per_epoch * self.config.optim.epochs
+
+    def lr_at(self, step: int, total: int) -> float:
+        o = self.config.optim
+        if step < o.warmup_steps:
+            return o.lr * (step + 1) / o.warmup_steps
+        if o.schedule == "constant":
+            return o.lr
+        progress = min(1.0, (step - o.warmup_steps) / max(1, total - o.warmup_steps))
+        factor = 1 - progress if o.schedule == "linear" else 0.5 * (1 + math.cos(math.pi * progress))
+        return o.lr * (o.min_lr_ratio + (1 - o.min_lr_ratio) * factor)
+
+    def _epoch_batches(self, epoch: int) -> list[list[int]]:
+        rng = np.random.default_rng(self.config.run.seed * 1000 + epoch)
+        lengths = [len(x) for x in self.data.ids]
+        return make_batches(lengths, self.config.optim.batch_size, self.config.optim.max_batch_units, rng)
+
+    # -- steps
+    def _tensors(self, idx: list[int], generator: torch.Generator):
+        from models.codec import Encoded as Units
+
+        units = Units(offsets=[], ids=[self.data.ids[i] for i in idx])
+        batch = self.codec.batch(units)
+        p = self.config.optim.unit_dropout
+        if p > 0:
+            drop = (torch.rand(batch.unit_ids.shape, generator=generator) < p) & (batch.unit_ids > 0)
+            batch.unit_ids = batch.unit_ids.masked_fill(drop, UNK_ID)
+        tags = torch.zeros(batch.unit_ids.shape, dtype=torch.long)
+        for r, i in enumerate(idx):
+            tags[r, : len(self.data.tags[i])] = torch.from_numpy(self.data.tags[i])
+        return batch.to(self.device, non_blocking=True), tags.to(self.device, non_blocking=True)
+
+    def _step(self, idx: list[int], lr: float, generator: torch.Generator) -> float:
+        batch, tags = self._tensors(idx, generator)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp):
+            loss = self.tagger.loss(batch, tags)
+        self.optimizer.zero_grad(set_to_none=True)
+        (loss / len(idx)).backward()
+        torch.nn.utils.clip_grad_norm_(self.tagger.parameters(), self.config.optim.clip)
+        self.optimizer.step()
+        return float(loss.detach())
+
+    def evaluate(self, examples: Sequence[Example]) -> dict[str, Any]:
+        pipeline = Pipeline(self.tagger, self.codec, self.meta, self.device)
+        start = time.perf_counter()
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp):
+            predicted = pipeline.predict([e.text for e in examples], max_batch=self.config.run.eval_batch)
+        seconds = time.perf_counter() - start
+        pred = [Example(e.text, spans) for e, spans in zip(examples, predicted)]
+        scores = scores_for_task(self.config.task, list(examples), pred, self.train_vocab)
+        scores["seconds"] = round(seconds, 3)
+        return scores
+
+    # -- the loop
+    def train(self) -> Iterator[dict[str, Any]]:
+        """Train, yielding one record per epoch (with ``is_best``)."""
+        from tqdm.auto import tqdm
+
+        cfg = self.config
+        total = self.total_steps()
+        self.out.mkdir(parents=True, exist_ok=True)
+        if not self.resumed:  # a fresh run in a used directory starts a fresh log
+            (self.out / "log.jsonl").unlink(missing_ok=True)
+        deadline = time.monotonic() + 60 * cfg.run.max_minutes if cfg.run.max_minutes else math.inf
+        while (self.state["epoch"] < cfg.optim.epochs and self.state["bad_epochs"] < cfg.optim.patience
+               and time.monotonic() < deadline):
+            epoch = self.state["epoch"]
+            batches = self._epoch_batches(epoch)
+            generator = torch.Generator().manual_seed(cfg.run.seed + epoch)
+            self.tagger.train()
+            start, loss_sum, units = time.perf_counter(), 0.0, 0
+            bar = tqdm(total=len(batches), initial=self.state["epoch_step"], desc=f"epoch {epoch + 1}",
+                       disable=not cfg.run.progress, leave=False)
+            for b in range(self.state["epoch_step"], len(batches)):
+                idx = batches[b]
+                loss_sum += self._step(idx, self.lr_at(self.state["step"], total), generator)
+                units += sum(len(self.data.ids[i]) for i in idx)
+                self.state["step"] += 1
+                self.state["epoch_step"] = b + 1
+                bar.update(1)
+                if cfg.run.save_every and self.state["step"] % cfg.run.save_every == 0:
+                    self._snapshot()
+                    self.state.pop("pending_eval", None)
+            bar.close()
+            train_seconds = time.perf_counter() - start
+            total = self._budgeted_total(total, deadline, time.perf_counter() - start, len(batches))
+            record = {"epoch": epoch + 1, "step": self.state["step"], "loss": loss_sum / max(units, 1),
+                      "lr": self.lr_at(self.state["step"], total), "train_seconds": round(train_seconds, 2),
+                      "train_units_per_s": round(units / max(train_seconds, 1e-9))}
+            record.update(self._end_epoch())
+            self._log(record)
+            yield record
+
+    def _budgeted_total(self, total: int, deadline: float, epoch_seconds: float, steps: int) -> int:
+        """With a time budget, end the LR schedule where the budget will run out (epoch time incl. eval)."""
+        if math.isinf(deadline) or steps == 0:
+            return total
+        per_step = epoch_seconds / steps * 1.15  # + evaluation and snapshots
+        reachable = self.state["step"] + int(max(0.0, deadline - time.monotonic()) / per_step)
+        return max(self.state["step"] + 1, min(total, reachable))
+
+    def _end_epoch(self) -> dict[str, Any]:
+        dev = self.evaluate(self.dev_examples) if self.dev_examples else {"f1": -1.0}
+        # Without a dev set every epoch is the best so far: best/ holds the latest model.
+        improved = dev["f1"] > self.state["best_f1"] or not self.dev_examples
+        if improved:
+            self.state["best_f1"] = dev["f1"]
+            self.state["bad_epochs"] = 0
+            self.meta.extra["dev_metrics"] = {k: v for k, v in dev.items() if k != "per_type"} | (
+                {"per_type": dev["per_type"]} if "per_type" in dev else {})
+            self.meta.extra["epoch"] = self.state["epoch"] + 1
+            save_checkpoint(self.out / "best", self.tagger, self.codec, self.meta, half=self.config.run.half_weights)
+        else:
+            self.state["bad_epochs"] += 1
+        self.state["epoch"] += 1
+        self.state["epoch_step"] = 0
+        self._snapshot()
+        return {"dev": dev, "is_best": improved, "best_f1": self.state["best_f1"]}
+
+    # -- persistence
+    def _snapshot(self) -> None:
+        """Resume point: weights, codec, optimizer and counters, written atomically."""
+        last = self.out / "last"
+        save_checkpoint(last, self.tagger, self.codec, self.meta)
+        tensors, groups = {}, []
+        opt = self.optimizer.state_dict()
+        for pid, slots in opt["state"].items():
+            for name, value in slots.items():
+                tensors[f"{pid}.{name}"] = torch.as_tensor(value).detach().cpu().contiguous()
+        for group in opt["param_groups"]:
+            groups.append({k: v for k, v in group.items()})
+        tensors["rng.torch"] = torch.get_rng_state()
+        tmp = last / (STATE_TENSORS + ".tmp")
+        save_file(tensors, str(tmp))
+        os.replace(tmp, last / STATE_TENSORS)
+        tmp = last / (STATE_JSON + ".tmp")
+        tmp.write_text(json.dumps({"state": self.state, "param_groups": groups}), encoding="utf-8")
+        os.replace(tmp, last / STATE_JSON)
+
+    def _restore(self) -> None:
+        last = self.out / "last"
+        self.tagger, self.codec, self.meta = load_checkpoint(last, "cpu")
+        self.meta.extra.update(self._meta_extra())  # the config (e.g. --epochs) the run goes on with
+        saved = json.loads((last / STATE_JSON).read_text(encoding="utf-8"))
+        self.state.update(saved["state"])
+
+    def _restore_optimizer(self) -> None:
+        last = self.out / "last"
+        saved = json.loads((last / STATE_JSON).read_text(encoding="utf-8"))
+        tensors = load_file(str(last / STATE_TENSORS))
+        torch.set_rng_state(tensors.pop("rng.torch"))
+        state: dict[int, dict[str, torch.Tensor]] = {}
+        for key, value in tensors.items():
+            pid, name = key.split(".", 1)
+            state.setdefault(int(pid), {})[name] = value.to(self.device) if name != "step" else value
+        self.optimizer.load_state_dict({"state": state, "param_groups": saved["param_groups"]})
+
+    def _log(self, record: dict[str, Any]) -> None:
+        with open(self.out / "log.jsonl", "a", encoding="utf-8") as fh:
+            fh.write(json.dumps(record, ensure_ascii=False) + "\n")
+
+    def write_plot(self) -> Path | None:
+        return plot_log(self.out / "log.jsonl", self.out / "curves.png")
+
+
+def plot_log(log: Path, png: Path) -> Path | None:
+    """Loss and dev F1 per epoch from a run's log.jsonl."""
+    if not log.exists():
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = [json.loads(line) for line in log.read_text(encoding="utf-8").splitlines() if line.strip()]
+    epochs = [r["epoch"] for r in rows]
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    ax.plot(epochs, [r["loss"] for r in rows], "o-", color="tab:blue", label="train loss / unit")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("loss", color="tab:blue")
+    ax2 = ax.twinx()
+    ax2.plot(epochs, [r["dev"]["f1"] for r in rows], "s-", color="tab:red", label="dev F1")
+    ax2.set_ylabel("dev F1", color="tab:red")
+    fig.tight_layout()
+    fig.savefig(png, dpi=100)
+    plt.close(fig)
+    return png
