@@ -22,6 +22,8 @@ from models.tagger import TaggerConfig
 class OptimConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
+    optimizer: Literal["adamw", "sgd"] = "adamw"
+    momentum: float = Field(0.9, ge=0, lt=1)  # sgd only
     epochs: int = Field(30, ge=1)
     batch_size: int = Field(32, ge=1)  # sentences per step
     max_batch_units: int = Field(8192, ge=16)  # padded units per step (long sentences make smaller batches)

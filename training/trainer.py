@@ -135,14 +135,18 @@ class Trainer:
         self.data = encode_examples(self.train_examples, self.codec, self.meta.scheme, self.meta.tags)
         self._check_alignment()
         self.tagger.to(self.device)
-        self.optimizer = torch.optim.AdamW(
-            self.tagger.parameters(), lr=config.optim.lr, weight_decay=config.optim.weight_decay
-        )
+        self.optimizer = self._make_optimizer()
         if resume and (self.out / "last" / STATE_JSON).exists():
             self._restore_optimizer()
         self.amp = config.run.amp and self.device.type == "cuda"
 
     # -- construction
+    def _make_optimizer(self) -> torch.optim.Optimizer:
+        o = self.config.optim
+        if o.optimizer == "sgd":
+            return torch.optim.SGD(self.tagger.parameters(), lr=o.lr, momentum=o.momentum, weight_decay=o.weight_decay)
+        return torch.optim.AdamW(self.tagger.parameters(), lr=o.lr, weight_decay=o.weight_decay)
+
     def _seed(self, seed: int) -> None:
         random.seed(seed)
         np.random.seed(seed)
