@@ -29,7 +29,7 @@ TASK_DEFAULTS: dict[str, dict[str, Any]] = {
     },
 }
 
-_TOP_LEVEL = ("train", "dev", "format", "out", "tag_column", "scheme", "init_from", "max_misaligned")
+_TOP_LEVEL = ("train", "dev", "format", "out", "tag_column", "scheme", "init_from", "export", "max_misaligned")
 
 
 class UsageError(Exception):
@@ -151,6 +151,8 @@ def cmd_train(args: argparse.Namespace) -> int:
               f"{record['train_units_per_s']} units/s)", file=sys.stderr, flush=True)
         trainer.write_plot()
     print(f"best dev f1 {trainer.state['best_f1']:.2f}; model in {Path(config.out) / 'best'}", file=sys.stderr)
+    if config.export:
+        print(f"exported to {trainer.export()}", file=sys.stderr)
     return 0
 
 

@@ -34,7 +34,8 @@ class OptimConfig(BaseModel):
     schedule: Literal["linear", "cosine", "constant"] = "cosine"
     min_lr_ratio: float = Field(0.05, ge=0, le=1)
     patience: int = Field(6, ge=1)  # epochs without dev improvement before stopping
-    unit_dropout: float = Field(0.0, ge=0, lt=1)  # replace units by UNK in training so UNK is learned
+    unit_dropout: float = Field(0.0, ge=0, lt=1)  # replace units and bigrams by UNK in training so UNK is learned
+    ema: float = Field(0.0, ge=0, lt=1)  # exponential moving average of weights for eval/saving, 0 = off
 
 
 class RunConfig(BaseModel):
@@ -63,6 +64,7 @@ class TrainConfig(BaseModel):
     label_map: dict[str, str] = Field(default_factory=dict)
     scheme: TagScheme | None = None  # default: bmes for seg/pos, bioes for ner
     init_from: str | None = None
+    export: str | None = None  # after training, copy best/ here atomically (e.g. the service's models dir)
     max_misaligned: float = Field(0.001, ge=0, le=1)  # share of gold spans allowed off unit boundaries
 
     codec: CodecConfig = Field(default_factory=CodecConfig)

@@ -10,11 +10,14 @@ Run directory layout (``--out DIR``)::
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import math
 import os
 import random
+import shlex
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -136,6 +139,7 @@ class Trainer:
         self._check_alignment()
         self.tagger.to(self.device)
         self.optimizer = self._make_optimizer()
+        self.ema: dict[str, torch.Tensor] = {}
         if resume and (self.out / "last" / STATE_JSON).exists():
             self._restore_optimizer()
         self.amp = config.run.amp and self.device.type == "cuda"
@@ -177,7 +181,8 @@ class Trainer:
         corpora = {"train": fingerprint(self.config.train)}
         if self.config.dev:
             corpora["dev"] = fingerprint(self.config.dev)
-        return {"training": json.loads(self.config.model_dump_json()), "corpora": corpora}
+        command = shlex.join(["seqtag", *sys.argv[1:]]) if Path(sys.argv[0]).name in ("seqtag", "cli.py") else None
+        return {"training": json.loads(self.config.model_dump_json()), "corpora": corpora, "command": command}
 
     def _check_alignment(self) -> None:
         d = self.data
@@ -219,6 +224,9 @@ class Trainer:
         if p > 0:
             drop = (torch.rand(batch.unit_ids.shape, generator=generator) < p) & (batch.unit_ids > 0)
             batch.unit_ids = batch.unit_ids.masked_fill(drop, UNK_ID)
+            if batch.bigram_ids is not None:
+                drop = (torch.rand(batch.bigram_ids.shape, generator=generator) < p) & (batch.bigram_ids > 0)
+                batch.bigram_ids = batch.bigram_ids.masked_fill(drop, UNK_ID)
         tags = torch.zeros(batch.unit_ids.shape, dtype=torch.long)
         for r, i in enumerate(idx):
             tags[r, : len(self.data.tags[i])] = torch.from_numpy(self.data.tags[i])
@@ -234,7 +242,37 @@ class Trainer:
         (loss / len(idx)).backward()
         torch.nn.utils.clip_grad_norm_(self.tagger.parameters(), self.config.optim.clip)
         self.optimizer.step()
+        self._update_ema()
         return float(loss.detach())
+
+    # -- weight averaging: evaluation and saved models use the average when enabled
+    def _update_ema(self) -> None:
+        decay = self.config.optim.ema
+        if not decay:
+            return
+        params = dict(self.tagger.named_parameters())
+        if not self.ema or any(self.ema[k].shape != p.shape for k, p in params.items()):
+            self.ema = {k: p.detach().clone() for k, p in params.items()}
+            return
+        with torch.no_grad():
+            torch._foreach_lerp_(list(self.ema.values()), [params[k].detach() for k in self.ema], 1 - decay)
+
+    @contextlib.contextmanager
+    def averaged_weights(self):
+        if not self.ema:
+            yield
+            return
+        params = dict(self.tagger.named_parameters())
+        saved = {k: p.detach().clone() for k, p in params.items()}
+        with torch.no_grad():
+            for k, p in params.items():
+                p.copy_(self.ema[k])
+        try:
+            yield
+        finally:
+            with torch.no_grad():
+                for k, p in params.items():
+                    p.copy_(saved[k])
 
     def evaluate(self, examples: Sequence[Example]) -> dict[str, Any]:
         pipeline = Pipeline(self.tagger, self.codec, self.meta, self.device)
@@ -296,6 +334,14 @@ class Trainer:
         return max(self.state["step"] + 1, min(total, reachable))
 
     def _end_epoch(self) -> dict[str, Any]:
+        with self.averaged_weights():
+            record = self._evaluate_and_keep()
+        self.state["epoch"] += 1
+        self.state["epoch_step"] = 0
+        self._snapshot()
+        return record
+
+    def _evaluate_and_keep(self) -> dict[str, Any]:
         dev = self.evaluate(self.dev_examples) if self.dev_examples else {"f1": -1.0}
         # Without a dev set every epoch is the best so far: best/ holds the latest model.
         improved = dev["f1"] > self.state["best_f1"] or not self.dev_examples
@@ -308,9 +354,6 @@ class Trainer:
             save_checkpoint(self.out / "best", self.tagger, self.codec, self.meta, half=self.config.run.half_weights)
         else:
             self.state["bad_epochs"] += 1
-        self.state["epoch"] += 1
-        self.state["epoch_step"] = 0
-        self._snapshot()
         return {"dev": dev, "is_best": improved, "best_f1": self.state["best_f1"]}
 
     # -- persistence
@@ -326,6 +369,7 @@ class Trainer:
         for group in opt["param_groups"]:
             groups.append({k: v for k, v in group.items()})
         tensors["rng.torch"] = torch.get_rng_state()
+        tensors.update({f"ema.{k}": v.detach().cpu().contiguous() for k, v in self.ema.items()})
         tmp = last / (STATE_TENSORS + ".tmp")
         save_file(tensors, str(tmp))
         os.replace(tmp, last / STATE_TENSORS)
@@ -345,6 +389,7 @@ class Trainer:
         saved = json.loads((last / STATE_JSON).read_text(encoding="utf-8"))
         tensors = load_file(str(last / STATE_TENSORS))
         torch.set_rng_state(tensors.pop("rng.torch"))
+        self.ema = {k[4:]: tensors.pop(k).to(self.device) for k in [k for k in tensors if k.startswith("ema.")]}
         state: dict[int, dict[str, torch.Tensor]] = {}
         for key, value in tensors.items():
             pid, name = key.split(".", 1)
@@ -354,6 +399,13 @@ class Trainer:
     def _log(self, record: dict[str, Any]) -> None:
         with open(self.out / "log.jsonl", "a", encoding="utf-8") as fh:
             fh.write(json.dumps(record, ensure_ascii=False) + "\n")
+
+    def export(self) -> Path:
+        """Copy the best checkpoint to ``config.export`` atomically (a reloading service never sees half of it)."""
+        target = Path(self.config.export)
+        tagger, codec, meta = load_checkpoint(self.out / "best", "cpu")
+        half = self.config.run.half_weights
+        return save_checkpoint(target, tagger, codec, meta, half=half)
 
     def write_plot(self) -> Path | None:
         return plot_log(self.out / "log.jsonl", self.out / "curves.png")

@@ -1,0 +1,129 @@
+"""``create_app()``: the FastAPI app, its lifespan (load models, start batchers) and middleware."""
+
+from __future__ import annotations
+
+import logging
+from contextlib import asynccontextmanager
+from typing import AsyncIterator
+
+import torch
+from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
+from starlette.exceptions import HTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from models.pipeline import pick_device
+from service.dictionaries import DictionaryStore
+from service.errors import error_response, install_error_handlers
+from service.metrics import Metrics, RequestMetricsMiddleware
+from service.registry import ModelRegistry
+from service.responses import JSONResponse
+from service.routes import dictionaries, health, models, pages, tagging
+from service.settings import Settings
+
+log = logging.getLogger("seqtag.service")
+
+DESCRIPTION = """\
+Chinese word segmentation, POS tagging and named entities with Bi-LSTM-CRF models.
+
+Send `{"text": "..."}` or `{"texts": [...]}`; every answer has one result per text, in order, with
+`start`/`end` offsets into the original text (code points, or UTF-16 code units with
+`"offsets": "utf16"`). Errors are `{"error": {"code": ..., "message": ...}}`.
+"""
+
+
+@asynccontextmanager
+async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    settings: Settings = app.state.settings
+    threads = torch.get_num_threads()
+    if settings.torch_threads:
+        torch.set_num_threads(settings.torch_threads)
+    registry = None
+    try:
+        device = pick_device(settings.device)
+        if settings.admin_token is None:
+            log.warning("SEQTAG_ADMIN_TOKEN is not set: reload and dictionary endpoints are open to anyone")
+        registry = ModelRegistry(settings, app.state.metrics, device)
+        await registry.start()
+        app.state.registry = registry
+        yield
+    finally:
+        app.state.registry = None
+        if registry is not None:
+            await registry.stop()
+        torch.set_num_threads(threads)
+
+
+class BodyLimitMiddleware:
+    """413 for bodies over ``max_body_bytes``: at once from Content-Length, or while streaming."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        message = f"the request body is larger than {self.max_bytes} bytes"
+        for key, value in scope.get("headers", ()):
+            if key == b"content-length":
+                try:
+                    too_big = int(value) > self.max_bytes
+                except ValueError:
+                    too_big = False
+                if too_big:
+                    await error_response(413, "body_too_large", message)(scope, receive, send)
+                    return
+        seen = 0
+
+        async def limited() -> Message:
+            nonlocal seen
+            msg = await receive()
+            if msg["type"] == "http.request":
+                seen += len(msg.get("body", b""))
+                if seen > self.max_bytes:
+                    raise HTTPException(413, message)
+            return msg
+
+        await self.app(scope, limited, send)
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """The app; models load when its lifespan starts (uvicorn, or ``with TestClient(app)``)."""
+    settings = settings or Settings()
+    app = FastAPI(
+        title="seqtag",
+        version=_version(),
+        description=DESCRIPTION,
+        lifespan=lifespan,
+        default_response_class=JSONResponse,
+    )
+    app.state.settings = settings
+    app.state.metrics = Metrics()
+    app.state.dictionaries = DictionaryStore(settings.dictionaries_path)
+    app.state.registry = None
+    install_error_handlers(app)
+    for module in (tagging, models, dictionaries, health, pages):
+        app.include_router(module.router)
+    # added innermost first: metrics see every answer, CORS headers go on errors too
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
+    if settings.cors_origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_origins,
+            allow_methods=["GET", "POST", "PUT", "DELETE"],
+            allow_headers=["Authorization", "Content-Type"],
+            expose_headers=["Retry-After"],
+        )
+    app.add_middleware(RequestMetricsMiddleware, metrics=app.state.metrics)
+    return app
+
+
+def _version() -> str:
+    try:
+        from importlib.metadata import version
+
+        return version("seqtag")
+    except Exception:  # not installed (running from a checkout)
+        return "0.0.0"

@@ -1,0 +1,301 @@
+"""Dynamic batching for one model: a bounded queue of encoded pieces and one worker.
+
+The :class:`Batcher` owns the queue, the :class:`~models.pipeline.Pipeline` and its
+device. Handlers encode their pieces (sentences or windows of a text) and
+:meth:`Batcher.submit` them; one background asyncio task takes pieces in arrival
+order into a batch until it has ``max_batch_size`` pieces, or one more would push
+the padded size (longest piece x pieces, padding counted) past ``max_batch_units``,
+or the oldest piece has waited ``max_wait_ms``, whichever comes first. The batch
+runs off the event loop in a one-thread executor (so inference for one model is
+never concurrent with itself), sorted by length inside the batch.
+
+Failure rules: a full queue refuses a request at once (:class:`Overloaded`); a
+piece past its deadline is dropped before inference (:class:`DeadlineExceeded`);
+a batch whose inference raises, or returns a different number of results than
+it was given, fails every member (:class:`BatchFailed`) and the worker goes on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any, Protocol, Sequence
+
+import numpy as np
+import torch
+
+from models.codec import Encoded
+from models.spans import Span
+
+log = logging.getLogger("seqtag.batcher")
+
+
+class BatcherError(Exception):
+    """Base of the errors a submitted piece can end with."""
+
+
+class Overloaded(BatcherError):
+    def __init__(self, model: str, depth: int, retry_after: int = 1):
+        super().__init__(f"model {model!r} is overloaded ({depth} pieces waiting); retry in {retry_after} s")
+        self.retry_after = retry_after
+
+
+class DeadlineExceeded(BatcherError):
+    pass
+
+
+class BatchFailed(BatcherError):
+    pass
+
+
+class BatcherStopped(BatcherError):
+    pass
+
+
+class Predictor(Protocol):
+    """What the batcher needs of a pipeline (a fake in tests)."""
+
+    def predict_encoded(
+        self, encoded: Encoded, order: Sequence[int], scores: bool = False, forced: Any = None
+    ) -> list[list[Span]]: ...
+
+
+@dataclass(frozen=True)
+class Piece:
+    """One encoded sentence or window: ``(n,)`` unit ids, ``(n, 2)`` offsets, forced spans on it."""
+
+    ids: np.ndarray
+    offsets: np.ndarray
+    forced: Sequence[Span] = ()
+
+    @property
+    def length(self) -> int:
+        return len(self.ids)
+
+
+@dataclass(eq=False)
+class _Work:
+    piece: Piece
+    scores: bool
+    deadline: float | None
+    enqueued: float
+    future: asyncio.Future = field(repr=False)
+
+
+class Batcher:
+    def __init__(
+        self,
+        pipeline: Predictor,
+        *,
+        name: str = "model",
+        max_batch_size: int = 64,
+        max_batch_units: int = 8192,
+        max_wait_ms: float = 5.0,
+        max_queue: int = 2048,
+        metrics: Any = None,
+    ):
+        if max_batch_size < 1 or max_batch_units < 1 or max_queue < 1 or max_wait_ms < 0:
+            raise ValueError("batcher limits must be positive")
+        self.pipeline = pipeline
+        self.name = name
+        self.max_batch_size = max_batch_size
+        self.max_batch_units = max_batch_units
+        self.max_wait = max_wait_ms / 1000.0
+        self.max_queue = max_queue
+        self.metrics = metrics
+        self.batches_run = 0
+        self.report_depth = True
+        self._pending: deque[_Work] = deque()
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task | None = None
+        self._executor: ThreadPoolExecutor | None = None
+        self._closing = False
+
+    # ---- lifecycle -----------------------------------------------------
+    async def start(self) -> None:
+        if self._task is not None:
+            raise RuntimeError("batcher already started")
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"seqtag-{self.name}")
+        self._task = asyncio.create_task(self._run(), name=f"batcher-{self.name}")
+        self._gauge()
+
+    async def stop(self, drain: bool = True) -> None:
+        """Stop taking work; run what is queued (``drain``) or fail it, then end the worker."""
+        self._closing = True
+        if not drain:
+            self._fail_pending(BatcherStopped(f"model {self.name!r} was unloaded"))
+        self._wake.set()
+        if self._task is not None:
+            try:
+                await self._task
+            except asyncio.CancelledError:
+                pass
+        self._fail_pending(BatcherStopped(f"model {self.name!r} was unloaded"))
+        if self._executor is not None:
+            self._executor.shutdown(wait=False, cancel_futures=True)
+
+    @property
+    def running(self) -> bool:
+        return self._task is not None and not self._task.done() and not self._closing
+
+    @property
+    def queue_depth(self) -> int:
+        return len(self._pending)
+
+    # ---- submitting ----------------------------------------------------
+    def submit(
+        self, pieces: Sequence[Piece], *, scores: bool = False, deadline: float | None = None
+    ) -> list[asyncio.Future]:
+        """Queue all ``pieces`` of one request (all or none); futures resolve to their spans.
+
+        ``deadline`` is a ``time.monotonic()`` instant. Raises :class:`Overloaded` at once when
+        the queue already holds ``max_queue`` pieces (a request is admitted whole, so the queue
+        can exceed the bound by at most one request), :class:`BatcherStopped` after ``stop()``.
+        """
+        if not self.running:
+            raise BatcherStopped(f"model {self.name!r} is not running")
+        if len(self._pending) >= self.max_queue:
+            if self.metrics is not None:
+                self.metrics.rejected.labels(self.name, "overloaded").inc(len(pieces))
+            raise Overloaded(self.name, len(self._pending))
+        loop = asyncio.get_running_loop()
+        now = time.monotonic()
+        futures = []
+        for piece in pieces:
+            future = loop.create_future()
+            self._pending.append(_Work(piece, scores, deadline, now, future))
+            futures.append(future)
+        if pieces:
+            self._gauge()
+            self._wake.set()
+        return futures
+
+    # ---- the worker ----------------------------------------------------
+    async def _run(self) -> None:
+        while True:
+            if not self._pending:
+                if self._closing:
+                    return
+                self._wake.clear()
+                await self._wake.wait()
+                continue
+            if not self._closing and not self._batch_full():
+                remaining = self._pending[0].enqueued + self.max_wait - time.monotonic()
+                if remaining > 0:
+                    self._wake.clear()
+                    try:
+                        await asyncio.wait_for(self._wake.wait(), remaining)
+                    except TimeoutError:
+                        pass
+                    continue
+            batch = self._take()
+            if batch:
+                try:
+                    await self._execute(batch)
+                except asyncio.CancelledError:
+                    self._fail(batch, BatcherStopped(f"model {self.name!r} was stopped"))
+                    raise
+                except Exception as exc:  # never let the worker die
+                    log.exception("batcher %s: unexpected error", self.name)
+                    self._fail(batch, BatchFailed(f"batch failed: {type(exc).__name__}: {exc}"))
+
+    def _batch_full(self) -> bool:
+        """Would a batch taken now stop before the queue's end (size or unit budget reached)?"""
+        count, width = 0, 0
+        for work in self._pending:
+            if count >= self.max_batch_size:
+                return True
+            width = max(width, work.piece.length)
+            if count and width * (count + 1) > self.max_batch_units:
+                return True
+            count += 1
+        return count >= self.max_batch_size
+
+    def _take(self) -> list[_Work]:
+        """Pop the next batch in arrival order; drop cancelled pieces and those past their deadline."""
+        batch: list[_Work] = []
+        width = 0
+        now = time.monotonic()
+        while self._pending and len(batch) < self.max_batch_size:
+            work = self._pending[0]
+            if work.future.done():  # the request gave up (timeout, failure of a sibling piece)
+                self._pending.popleft()
+                continue
+            if work.deadline is not None and now > work.deadline:
+                self._pending.popleft()
+                work.future.set_exception(DeadlineExceeded("the request's deadline passed while it was queued"))
+                if self.metrics is not None:
+                    self.metrics.rejected.labels(self.name, "deadline").inc()
+                continue
+            new_width = max(width, work.piece.length)
+            if batch and new_width * (len(batch) + 1) > self.max_batch_units:
+                break
+            batch.append(self._pending.popleft())
+            width = new_width
+        self._gauge()
+        return batch
+
+    async def _execute(self, batch: list[_Work]) -> None:
+        loop = asyncio.get_running_loop()
+        started = time.monotonic()
+        if self.metrics is not None:
+            wait = self.metrics.queue_wait_seconds.labels(self.name)
+            for work in batch:
+                wait.observe(started - work.enqueued)
+            width = max(w.piece.length for w in batch)
+            self.metrics.batch_size.labels(self.name).observe(len(batch))
+            self.metrics.batch_padded_units.labels(self.name).observe(width * len(batch))
+        assert self._executor is not None
+        try:
+            results = await loop.run_in_executor(self._executor, self._infer, [w.piece for w in batch],
+                                                 any(w.scores for w in batch))
+        except Exception as exc:
+            log.error("batcher %s: a batch of %d failed: %s: %s", self.name, len(batch), type(exc).__name__, exc,
+                      exc_info=exc)
+            self._fail(batch, BatchFailed(f"inference failed: {type(exc).__name__}: {exc}"))
+            return
+        finally:
+            self.batches_run += 1
+            if self.metrics is not None:
+                self.metrics.inference_seconds.labels(self.name).observe(time.monotonic() - started)
+        for work, spans in zip(batch, results):
+            if work.future.done():
+                continue
+            if not work.scores:
+                spans = [Span(s.start, s.end, s.label) if s.score is not None else s for s in spans]
+            work.future.set_result(spans)
+
+    def _infer(self, pieces: list[Piece], scores: bool) -> list[list[Span]]:
+        """Runs in the executor thread: one forward pass over the batch, longest piece first."""
+        encoded = Encoded([p.offsets for p in pieces], [p.ids for p in pieces])
+        order = sorted(range(len(pieces)), key=lambda i: -pieces[i].length)
+        forced = [list(pieces[i].forced) for i in order] if any(p.forced for p in pieces) else None
+        with torch.inference_mode():
+            out = self.pipeline.predict_encoded(encoded, order, scores, forced)
+        out = list(out)
+        if len(out) != len(order):
+            raise BatchFailed(f"the model returned {len(out)} results for a batch of {len(order)}")
+        results: list[list[Span]] = [[] for _ in pieces]
+        for k, i in enumerate(order):
+            results[i] = list(out[k])  # a fresh list per member: nothing is shared across a batch
+        return results
+
+    # ---- helpers ---------------------------------------------------------
+    def _fail(self, batch: Sequence[_Work], error: BatcherError) -> None:
+        for work in batch:
+            if not work.future.done():
+                # one exception object per request: a traceback is never shared across requests
+                work.future.set_exception(type(error)(*error.args))
+
+    def _fail_pending(self, error: BaseException) -> None:
+        pending, self._pending = list(self._pending), deque()
+        self._fail(pending, error)
+        self._gauge()
+
+    def _gauge(self) -> None:
+        if self.metrics is not None and self.report_depth:
+            self.metrics.queue_depth.labels(self.name).set(len(self._pending))

@@ -1,0 +1,73 @@
+"""Dependencies, as ``Annotated`` aliases the routes declare in their signatures."""
+
+from __future__ import annotations
+
+import email.message
+import hmac
+from typing import Annotated
+
+from fastapi import Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+
+from service.dictionaries import DictionaryStore
+from service.errors import ServiceError
+from service.metrics import Metrics
+from service.registry import ModelRegistry
+from service.settings import Settings
+
+
+def get_settings(request: Request) -> Settings:
+    return request.app.state.settings
+
+
+def get_metrics(request: Request) -> Metrics:
+    return request.app.state.metrics
+
+
+def get_store(request: Request) -> DictionaryStore:
+    return request.app.state.dictionaries
+
+
+def get_registry(request: Request) -> ModelRegistry:
+    registry = getattr(request.app.state, "registry", None)
+    if registry is None:
+        raise ServiceError(503, "not_started", "the service is starting up; retry", headers={"Retry-After": "1"})
+    return registry
+
+
+def require_json(request: Request) -> None:
+    """415 unless the body is declared as JSON (``application/json`` or ``*+json``)."""
+    value = request.headers.get("content-type")
+    if value:
+        message = email.message.Message()
+        message["content-type"] = value
+        subtype = message.get_content_subtype()
+        if message.get_content_maintype() == "application" and (subtype == "json" or subtype.endswith("+json")):
+            return
+    raise ServiceError(415, "unsupported_media_type",
+                       f"send the body as JSON with 'Content-Type: application/json' (got {value or 'none'!r})")
+
+
+_bearer = HTTPBearer(auto_error=False, description="SEQTAG_ADMIN_TOKEN, when the service has one")
+
+
+def require_admin(
+    request: Request, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
+) -> None:
+    """Admin endpoints need ``Authorization: Bearer <SEQTAG_ADMIN_TOKEN>`` when a token is configured."""
+    token = get_settings(request).admin_token
+    if token is None:
+        return
+    given = credentials.credentials if credentials is not None and credentials.scheme.lower() == "bearer" else ""
+    if not given or not hmac.compare_digest(given.encode("utf-8", "surrogatepass"),
+                                            token.get_secret_value().encode("utf-8", "surrogatepass")):
+        raise ServiceError(401, "unauthorized", "this endpoint needs 'Authorization: Bearer <admin token>'",
+                           headers={"WWW-Authenticate": "Bearer"})
+
+
+SettingsDep = Annotated[Settings, Depends(get_settings)]
+MetricsDep = Annotated[Metrics, Depends(get_metrics)]
+StoreDep = Annotated[DictionaryStore, Depends(get_store)]
+RegistryDep = Annotated[ModelRegistry, Depends(get_registry)]
+JSONBody = Depends(require_json)
+Admin = Depends(require_admin)

@@ -1,0 +1,20 @@
+"""JSON responses that survive any text the client sent, lone surrogates included."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from starlette.responses import JSONResponse as _StarletteJSONResponse
+
+
+class JSONResponse(_StarletteJSONResponse):
+    """UTF-8 JSON; falls back to ``\\u`` escapes when the content holds a lone surrogate
+    (a client may send ``"\\ud800"``, which is valid JSON but cannot be encoded as UTF-8)."""
+
+    def render(self, content: Any) -> bytes:
+        text = json.dumps(content, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+        try:
+            return text.encode("utf-8")
+        except UnicodeEncodeError:
+            return json.dumps(content, ensure_ascii=True, allow_nan=False, separators=(",", ":")).encode("ascii")

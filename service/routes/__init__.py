@@ -1,0 +1,1 @@
+"""One module per resource: tagging, models, dictionaries, health (and the demo page)."""

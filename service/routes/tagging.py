@@ -1,0 +1,143 @@
+"""``POST /v1/segment``, ``/v1/pos``, ``/v1/ner`` and ``/v1/analyze``."""
+
+from __future__ import annotations
+
+import contextlib
+import time
+
+from fastapi import APIRouter
+
+from service.deps import JSONBody, MetricsDep, RegistryDep, SettingsDep, StoreDep
+from service.errors import ServiceError
+from service.registry import LoadedModel, ModelRegistry, valid_name
+from service.responses import JSONResponse
+from service.schemas import ERROR_RESPONSES, TagRequest, TagResponse
+from service.tagging import DictionarySpec, Job, entity_dicts, request_texts, run_jobs, token_dicts
+
+router = APIRouter(prefix="/v1", tags=["tagging"])
+
+# endpoint -> model tasks it can use, in order of preference
+_TASKS = {"segment": ("seg", "pos"), "pos": ("pos",), "ner": ("ner",)}
+
+
+def _named_model(registry: ModelRegistry, name: str) -> LoadedModel:
+    if not valid_name(name):
+        raise ServiceError(422, "invalid_name", f"invalid model name {name!r}")
+    model = registry.get(name)
+    if model is None:
+        names = ", ".join(sorted(m.name for m in registry.models)) or "none"
+        raise ServiceError(404, "model_not_found", f"no model named {name!r} (loaded: {names})")
+    return model
+
+
+def pick_model(registry: ModelRegistry, endpoint: str, name: str | None) -> LoadedModel:
+    tasks = _TASKS[endpoint]
+    if name is not None:
+        model = _named_model(registry, name)
+        if model.task not in tasks:
+            raise ServiceError(400, "wrong_task", f"model {name!r} is a {model.task} model; /v1/{endpoint} "
+                               f"needs a {' or '.join(tasks)} model")
+        return model
+    for task in tasks:
+        model = registry.default_for(task)
+        if model is not None:
+            return model
+    raise ServiceError(503, "no_model", f"no {' or '.join(tasks)} model is loaded, so /v1/{endpoint} "
+                       "cannot answer; see GET /v1/models")
+
+
+async def _tag(endpoint: str, body: TagRequest, settings: SettingsDep, registry: RegistryDep,
+               store: StoreDep, metrics: MetricsDep) -> JSONResponse:
+    deadline = time.monotonic() + settings.request_timeout_s
+    texts = request_texts(body, settings)
+    spec = DictionarySpec.from_request(body.dictionary, settings, store)
+    model = pick_model(registry, endpoint, body.model)
+    with model.lease():  # taken right after the lookup: a reload waits for it
+        dictionary = spec.compile(model, store) if spec is not None else None
+        [spans] = await run_jobs([Job(model, texts, dictionary)], settings=settings, metrics=metrics,
+                                 scores=body.scores, deadline=deadline)
+    utf16 = body.offsets == "utf16"
+    if endpoint == "ner":
+        results = [{"tokens": [], "entities": entity_dicts(t, s, utf16=utf16)} for t, s in zip(texts, spans)]
+    else:
+        with_pos = endpoint == "pos"
+        results = [{"tokens": token_dicts(t, s, with_pos=with_pos, utf16=utf16), "entities": []}
+                   for t, s in zip(texts, spans)]
+    return JSONResponse({"model": model.name, "version": model.version, "results": results})
+
+
+_DOC = dict(response_model=TagResponse, response_model_exclude_none=True, responses=ERROR_RESPONSES,
+            dependencies=[JSONBody])
+
+
+@router.post("/segment", summary="Word segmentation", **_DOC)
+async def segment(body: TagRequest, settings: SettingsDep, registry: RegistryDep, store: StoreDep,
+                  metrics: MetricsDep) -> JSONResponse:
+    """Words of each text. Uses a seg model, or a pos model (tags dropped) when no seg model is loaded."""
+    return await _tag("segment", body, settings, registry, store, metrics)
+
+
+@router.post("/pos", summary="Joint segmentation and POS tagging", **_DOC)
+async def pos(body: TagRequest, settings: SettingsDep, registry: RegistryDep, store: StoreDep,
+              metrics: MetricsDep) -> JSONResponse:
+    """Words with their POS tag (``pos``). Dictionary entries may carry a tag to force it."""
+    return await _tag("pos", body, settings, registry, store, metrics)
+
+
+@router.post("/ner", summary="Named entities", **_DOC)
+async def ner(body: TagRequest, settings: SettingsDep, registry: RegistryDep, store: StoreDep,
+              metrics: MetricsDep) -> JSONResponse:
+    """Entities with their type. Dictionary entries may carry a type (``label``) to force it."""
+    return await _tag("ner", body, settings, registry, store, metrics)
+
+
+@router.post("/analyze", summary="Everything the loaded models can do", **_DOC)
+async def analyze(body: TagRequest, settings: SettingsDep, registry: RegistryDep, store: StoreDep,
+                  metrics: MetricsDep) -> JSONResponse:
+    """Tokens (from the default pos model, with tags, else the default seg model) and entities (from the
+    default ner model) together. ``model`` may list models to use instead, comma-separated. The response's
+    ``model`` and ``version`` are maps from task to model name / version. Dictionary entries without a
+    label and with a POS label go to the token model, entries with an entity label to the ner model.
+    """
+    deadline = time.monotonic() + settings.request_timeout_s
+    texts = request_texts(body, settings)
+    spec = DictionarySpec.from_request(body.dictionary, settings, store)
+    token_model = registry.default_for("pos") or registry.default_for("seg")
+    ner_model = registry.default_for("ner")
+    if body.model is not None:
+        chosen: dict[str, LoadedModel] = {}
+        for name in (n.strip() for n in body.model.split(",")):
+            model = _named_model(registry, name)
+            kind = "ner" if model.task == "ner" else "tokens"
+            if kind in chosen:
+                raise ServiceError(422, "invalid_request", f"models {chosen[kind].name!r} and {name!r} both "
+                                   f"give {kind}; name at most one of each")
+            chosen[kind] = model
+        token_model = chosen.get("tokens", token_model)
+        ner_model = chosen.get("ner", ner_model)
+    if token_model is None and ner_model is None:
+        raise ServiceError(503, "no_model", "no model is loaded; see GET /v1/models")
+    models = [m for m in (token_model, ner_model) if m is not None]
+    with contextlib.ExitStack() as leases:
+        for model in models:
+            leases.enter_context(model.lease())
+        token_spec, ner_spec = (spec.split_for_analyze(token_model, ner_model, store) if spec is not None
+                                else (None, None))
+        jobs = []
+        for model, part in ((token_model, token_spec), (ner_model, ner_spec)):
+            if model is not None:
+                jobs.append(Job(model, texts, part.compile(model, store) if part is not None else None))
+        outputs = await run_jobs(jobs, settings=settings, metrics=metrics, scores=body.scores, deadline=deadline)
+    by_model = dict(zip([j.model.name for j in jobs], outputs))
+    utf16 = body.offsets == "utf16"
+    results = []
+    for i, text in enumerate(texts):
+        tokens = (token_dicts(text, by_model[token_model.name][i], with_pos=token_model.task == "pos",
+                              utf16=utf16) if token_model is not None else [])
+        entities = entity_dicts(text, by_model[ner_model.name][i], utf16=utf16) if ner_model is not None else []
+        results.append({"tokens": tokens, "entities": entities})
+    return JSONResponse({
+        "model": {m.task: m.name for m in models},
+        "version": {m.task: m.version for m in models},
+        "results": results,
+    })

@@ -1,0 +1,117 @@
+"""The service's one typed configuration, read from ``SEQTAG_*`` environment variables.
+
+Every field below can be set as ``SEQTAG_<NAME>`` (e.g. ``SEQTAG_MAX_BATCH_SIZE=32``);
+``seqtag serve --models/--host/--port/--device`` override the environment.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
+
+
+class Settings(BaseSettings):
+    """Service settings; the docstring of each field gives its default and meaning."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="SEQTAG_", extra="ignore", validate_default=True, use_attribute_docstrings=True
+    )
+
+    models_dir: Path = REPO_ROOT / "checkpoints"
+    """Directory of checkpoint directories, one model per subdirectory named after it
+    (default: the repository's ``checkpoints/``)."""
+
+    dictionaries_dir: Path | None = None
+    """Where stored dictionaries are kept as ``NAME.json`` (default: ``models_dir/../dictionaries``)."""
+
+    host: str = "127.0.0.1"
+    """Interface uvicorn binds (default 127.0.0.1: local only)."""
+
+    port: int = Field(8000, ge=0, le=65535)
+    """TCP port (default 8000)."""
+
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    """Where models run: ``auto`` (CUDA when available, else CPU), ``cpu`` or ``cuda``."""
+
+    max_batch_size: int = Field(64, ge=1)
+    """Most pieces (sentences/windows) in one forward pass (default 64; 1 disables batching)."""
+
+    max_batch_units: int = Field(8192, ge=1)
+    """Padded-unit budget of one batch: longest piece x pieces, padding included (default 8192)."""
+
+    max_wait_ms: float = Field(5.0, ge=0)
+    """How long the oldest waiting piece may wait for a batch to fill (default 5 ms)."""
+
+    max_queue: int = Field(2048, ge=1)
+    """Pieces waiting per model; a request arriving at a full queue gets 503 at once (default 2048)."""
+
+    request_timeout_s: float = Field(30.0, gt=0)
+    """Deadline of a tagging request, queueing included; past it the answer is 504 (default 30 s)."""
+
+    window_units: int = Field(256, ge=8)
+    """Long texts are cut at sentence ends into pieces of at most this many characters (default 256)."""
+
+    max_text_chars: int = Field(1_000_000, ge=1)
+    """Longest single text accepted (default 1,000,000 code points; longer -> 413)."""
+
+    max_texts: int = Field(10_000, ge=1)
+    """Most texts in one request (default 10,000; more -> 413)."""
+
+    max_total_chars: int = Field(2_000_000, ge=1)
+    """Most characters in all texts of one request together (default 2,000,000; more -> 413)."""
+
+    max_body_bytes: int = Field(64 * 1024 * 1024, ge=1024)
+    """Largest request body read at all (default 64 MiB; larger -> 413 before parsing)."""
+
+    max_dictionary_entries: int = Field(200_000, ge=1)
+    """Most entries in one dictionary, stored or sent with a request (default 200,000)."""
+
+    admin_token: SecretStr | None = None
+    """Bearer token for the admin endpoints (reload, dictionaries). Unset (default): they are open."""
+
+    cors_origins: Annotated[list[str], NoDecode] = []
+    """Origins allowed by CORS, as a JSON list or comma-separated (default empty: CORS off)."""
+
+    torch_threads: int = Field(0, ge=0)
+    """CPU threads torch may use (default 0: torch's own choice)."""
+
+    log_level: Literal["critical", "error", "warning", "info", "debug", "trace"] = "info"
+    """Log level of the service and uvicorn (default info)."""
+
+    @field_validator("cors_origins", mode="before")
+    @classmethod
+    def _split_origins(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            value = value.strip()
+            if value.startswith("["):
+                return json.loads(value)
+            return [v.strip() for v in value.split(",") if v.strip()]
+        return value
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _lower_level(cls, value: Any) -> Any:
+        return value.lower() if isinstance(value, str) else value
+
+    @field_validator("admin_token", mode="after")
+    @classmethod
+    def _empty_token_is_none(cls, value: SecretStr | None) -> SecretStr | None:
+        return None if value is None or not value.get_secret_value() else value
+
+    @model_validator(mode="after")
+    def _default_dictionaries_dir(self) -> "Settings":
+        if self.dictionaries_dir is None:
+            self.dictionaries_dir = self.models_dir.parent / "dictionaries"
+        return self
+
+    @property
+    def dictionaries_path(self) -> Path:
+        assert self.dictionaries_dir is not None
+        return self.dictionaries_dir

@@ -1,0 +1,296 @@
+"""What a tagging request does between validation and the response body.
+
+decode -> split into pieces -> encode (timed) -> dictionary matches per piece ->
+submit every piece of every text to the model's batcher -> await -> shift spans
+back by their piece's start -> response dicts (code point or UTF-16 offsets).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+import numpy as np
+
+from models.dictionary import Dictionary, DictionaryError, Entry
+from models.spans import Span
+from models.textsplit import split_text
+from service.batcher import BatcherError, BatcherStopped, BatchFailed, DeadlineExceeded, Overloaded, Piece
+from service.dictionaries import DictionaryNotFound, DictionaryStore, to_entries, valid_name
+from service.errors import ServiceError
+from service.metrics import Metrics
+from service.registry import LoadedModel
+from service.schemas import DictionaryEntry, TagRequest
+from service.settings import Settings
+
+# Above this many characters, splitting and encoding run in a worker thread, not on the event loop.
+_OFFLOAD_CHARS = 20_000
+
+
+# ---- limits -------------------------------------------------------------------
+
+
+def check_limits(texts: Sequence[str], settings: Settings) -> None:
+    """413 for requests over the configured size limits."""
+    if len(texts) > settings.max_texts:
+        raise ServiceError(413, "too_many_texts",
+                           f"{len(texts)} texts in one request; the limit is {settings.max_texts}")
+    total = 0
+    for i, text in enumerate(texts):
+        if len(text) > settings.max_text_chars:
+            raise ServiceError(413, "text_too_long", f"text {i} has {len(text)} characters; "
+                               f"the limit is {settings.max_text_chars} per text")
+        total += len(text)
+    if total > settings.max_total_chars:
+        raise ServiceError(413, "request_too_large", f"the texts have {total} characters together; "
+                           f"the limit is {settings.max_total_chars} per request")
+
+
+# ---- dictionaries -------------------------------------------------------------
+
+
+@dataclass
+class DictionarySpec:
+    """A request's dictionary: inline entries, or the name of a stored one."""
+
+    entries: list[Entry] | None = None
+    stored: str | None = None
+
+    @classmethod
+    def from_request(cls, value: list[str | DictionaryEntry] | str | None, settings: Settings,
+                     store: DictionaryStore) -> "DictionarySpec | None":
+        if value is None:
+            return None
+        if isinstance(value, str):
+            if not valid_name(value):
+                raise ServiceError(422, "invalid_name", f"invalid dictionary name {value!r}: names match "
+                                   "[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+            if value not in store.names():
+                raise ServiceError(404, "dictionary_not_found", f"no stored dictionary named {value!r}")
+            return cls(stored=value)
+        if len(value) > settings.max_dictionary_entries:
+            raise ServiceError(413, "dictionary_too_large", f"{len(value)} dictionary entries; the limit is "
+                               f"{settings.max_dictionary_entries}")
+        raw = [v if isinstance(v, str) else {"text": v.text, "label": v.label} for v in value]
+        try:
+            return cls(entries=to_entries(raw))
+        except DictionaryError as exc:
+            raise ServiceError(422, "invalid_dictionary", f"dictionary {exc}") from None
+
+    def _all_entries(self, store: DictionaryStore) -> list[Entry]:
+        if self.entries is not None:
+            return self.entries
+        assert self.stored is not None
+        try:
+            return store.entries(self.stored)
+        except DictionaryNotFound:
+            raise ServiceError(404, "dictionary_not_found", f"no stored dictionary named {self.stored!r}") from None
+        except DictionaryError as exc:
+            raise ServiceError(422, "invalid_dictionary", str(exc)) from None
+
+    def compile(self, model: LoadedModel, store: DictionaryStore) -> Dictionary | None:
+        """The matcher for ``model``; 422 when an entry's label is not one of the model's labels."""
+        codec = model.pipeline.codec
+        if self.stored is not None:
+            self._all_entries(store)  # 404 / 422 with a clear message
+            try:
+                dictionary = store.compiled(self.stored, codec.normalize, key=id(model))
+            except DictionaryNotFound:
+                raise ServiceError(404, "dictionary_not_found",
+                                   f"no stored dictionary named {self.stored!r}") from None
+        else:
+            dictionary = Dictionary(self.entries or (), normalize=codec.normalize)
+        unknown = sorted(dictionary.labels - set(model.labels))
+        if unknown:
+            have = ", ".join(model.labels) or "none: it only segments"
+            raise ServiceError(422, "unknown_label", f"dictionary label(s) {', '.join(map(repr, unknown))} are "
+                               f"not labels of model {model.name!r} ({model.task}; labels: {have})")
+        return dictionary if len(dictionary) else None
+
+    def split_for_analyze(self, token_model: LoadedModel | None, ner_model: LoadedModel | None,
+                          store: DictionaryStore) -> tuple["DictionarySpec | None", "DictionarySpec | None"]:
+        """/v1/analyze: plain words and POS-labelled entries go to the token model,
+        entity-labelled entries to the NER model; a label neither model has is a 422."""
+        token_labels = set(token_model.labels) if token_model is not None else set()
+        ner_labels = set(ner_model.labels) if ner_model is not None else set()
+        token_entries: list[Entry] = []
+        ner_entries: list[Entry] = []
+        for entry in self._all_entries(store):
+            label = "" if isinstance(entry, str) else entry[1]
+            if not label:
+                token_entries.append(entry)
+                continue
+            if label not in token_labels and label not in ner_labels:
+                raise ServiceError(422, "unknown_label", f"dictionary label {label!r} is not a label of any "
+                                   "model /v1/analyze uses")
+            if label in token_labels:
+                token_entries.append(entry)
+            if label in ner_labels:
+                ner_entries.append(entry)
+        return (DictionarySpec(entries=token_entries) if token_entries else None,
+                DictionarySpec(entries=ner_entries) if ner_entries else None)
+
+
+# ---- tagging through the batcher ----------------------------------------------------
+
+
+@dataclass
+class _Prepared:
+    owners: list[tuple[int, int]]  # (text index, piece start) per submitted piece
+    pieces: list[Piece]
+
+
+def _prepare(model: LoadedModel, texts: Sequence[str], window: int, dictionary: Dictionary | None) -> _Prepared:
+    codec = model.pipeline.codec
+    owners: list[tuple[int, int]] = []
+    piece_texts: list[str] = []
+    for i, text in enumerate(texts):
+        for start, end in split_text(text, window):
+            owners.append((i, start))
+            piece_texts.append(text[start:end])
+    if not piece_texts:
+        return _Prepared([], [])
+    encoded = codec.encode(piece_texts)
+    kept_owners, pieces = [], []
+    for k, piece_text in enumerate(piece_texts):
+        ids, offsets = encoded.ids[k], encoded.offsets[k]
+        if len(ids) == 0:
+            continue
+        forced: list[Span] = []
+        if dictionary is not None:
+            matches = dictionary.find(piece_text)
+            if matches:
+                # entries off unit boundaries (e.g. half a Latin run) are skipped, not an error
+                _, misaligned = codec.align(offsets, matches)
+                bad = set(misaligned)
+                forced = [m for m in matches if m not in bad]
+        kept_owners.append(owners[k])
+        pieces.append(Piece(ids, offsets, tuple(forced)))
+    return _Prepared(kept_owners, pieces)
+
+
+class Job:
+    """One model over all texts of a request."""
+
+    def __init__(self, model: LoadedModel, texts: Sequence[str], dictionary: Dictionary | None):
+        self.model = model
+        self.texts = texts
+        self.dictionary = dictionary
+        self.prepared: _Prepared | None = None
+        self.futures: list[asyncio.Future] = []
+
+    async def prepare(self, settings: Settings, metrics: Metrics) -> None:
+        start = time.perf_counter()
+        args = (self.model, self.texts, settings.window_units, self.dictionary)
+        if sum(len(t) for t in self.texts) > _OFFLOAD_CHARS:
+            self.prepared = await asyncio.to_thread(_prepare, *args)
+        else:
+            self.prepared = _prepare(*args)
+        metrics.tokenize_seconds.labels(self.model.name).observe(time.perf_counter() - start)
+
+    def submit(self, scores: bool, deadline: float) -> None:
+        assert self.prepared is not None
+        pieces = self.prepared.pieces
+        if not pieces:
+            return
+        # Longest first: neighbours in the queue have similar lengths, so the batches the batcher cuts
+        # in arrival order carry little padding (decoding time grows with the longest piece of a batch).
+        order = sorted(range(len(pieces)), key=lambda k: -pieces[k].length)
+        queued = self.model.batcher.submit([pieces[k] for k in order], scores=scores, deadline=deadline)
+        futures: list[asyncio.Future] = [queued[0]] * len(pieces)
+        for future, k in zip(queued, order):
+            futures[k] = future
+        self.futures = futures
+
+    def spans(self) -> list[list[Span]]:
+        """Per text, its spans with offsets into the whole text (piece start added back)."""
+        assert self.prepared is not None
+        out: list[list[Span]] = [[] for _ in self.texts]
+        for (i, start), future in zip(self.prepared.owners, self.futures):
+            out[i].extend(Span(s.start + start, s.end + start, s.label, s.score) for s in future.result())
+        return out
+
+
+async def run_jobs(jobs: Sequence[Job], *, settings: Settings, metrics: Metrics, scores: bool,
+                   deadline: float) -> list[list[list[Span]]]:
+    """Prepare, submit and await every job; batcher errors become HTTP errors (503, 504, 500)."""
+    for job in jobs:
+        await job.prepare(settings, metrics)
+    futures: list[asyncio.Future] = []
+    try:
+        for job in jobs:
+            job.submit(scores, deadline)
+            futures.extend(job.futures)
+        if futures:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise DeadlineExceeded("the request's deadline passed before it was queued")
+            await asyncio.wait_for(asyncio.gather(*futures), remaining)
+    except (TimeoutError, DeadlineExceeded):
+        raise ServiceError(504, "deadline_exceeded", f"the request did not finish within "
+                           f"{settings.request_timeout_s:g} s; try fewer or shorter texts") from None
+    except Overloaded as exc:
+        raise ServiceError(503, "overloaded", str(exc), headers={"Retry-After": str(exc.retry_after)}) from None
+    except BatcherStopped as exc:
+        raise ServiceError(503, "model_unavailable", f"{exc}; retry", headers={"Retry-After": "1"}) from None
+    except (BatchFailed, BatcherError) as exc:
+        raise ServiceError(500, "inference_failed", f"tagging failed: {exc}") from None
+    finally:
+        for future in futures:
+            if not future.done():
+                future.cancel()
+            elif not future.cancelled():
+                future.exception()  # mark as retrieved: a sibling's failure already answered
+    return [job.spans() for job in jobs]
+
+
+# ---- response bodies -------------------------------------------------------------
+
+
+def _utf16_offsets(text: str) -> np.ndarray | None:
+    """``table[i]`` = UTF-16 offset of code point ``i``; None when they are the same (no astral chars)."""
+    codes = np.frombuffer(text.encode("utf-32-le", "surrogatepass"), dtype=np.uint32)
+    wide = codes > 0xFFFF
+    if not wide.any():
+        return None
+    table = np.zeros(len(codes) + 1, dtype=np.int64)
+    np.cumsum(1 + wide.astype(np.int64), out=table[1:])
+    return table
+
+
+def _score(value: float) -> float:
+    return min(1.0, max(0.0, float(value)))
+
+
+def token_dicts(text: str, spans: Sequence[Span], *, with_pos: bool, utf16: bool) -> list[dict[str, Any]]:
+    table = _utf16_offsets(text) if utf16 else None
+    out = []
+    for s in spans:
+        start, end = (int(table[s.start]), int(table[s.end])) if table is not None else (s.start, s.end)
+        item: dict[str, Any] = {"text": text[s.start:s.end], "start": start, "end": end}
+        if with_pos and s.label:
+            item["pos"] = s.label
+        if s.score is not None:
+            item["score"] = _score(s.score)
+        out.append(item)
+    return out
+
+
+def entity_dicts(text: str, spans: Sequence[Span], *, utf16: bool) -> list[dict[str, Any]]:
+    table = _utf16_offsets(text) if utf16 else None
+    out = []
+    for s in spans:
+        start, end = (int(table[s.start]), int(table[s.end])) if table is not None else (s.start, s.end)
+        item: dict[str, Any] = {"text": text[s.start:s.end], "label": s.label, "start": start, "end": end}
+        if s.score is not None:
+            item["score"] = _score(s.score)
+        out.append(item)
+    return out
+
+
+def request_texts(request: TagRequest, settings: Settings) -> list[str]:
+    texts = request.all_texts
+    check_limits(texts, settings)
+    return texts

@@ -1,0 +1,113 @@
+"""Model cards for shipped checkpoints: ``python -m training.modelcard CHECKPOINT --corpus KEY``.
+
+The card is written from the checkpoint's own ``config.json``, so it cannot
+disagree with the weights next to it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from models.checkpoint import read_config
+
+CORPORA = {
+    "ctb6": {
+        "title": "Chinese Treebank 6 (CWS split)",
+        "licence": "LDC User Agreement; research use only. Redistribution of the corpus is not allowed; "
+        "check your own LDC licence before using this model commercially.",
+    },
+    "ud-gsd": {
+        "title": "Universal Dependencies Chinese GSD (simplified)",
+        "licence": "CC BY-SA 4.0 (the model is trained on it; attribution and share-alike apply to derived data).",
+    },
+    "msra-news": {
+        "title": "MSRA NER (SIGHAN 2006) + People's Daily NER, merged and de-duplicated",
+        "licence": "Research use only.",
+    },
+    "resume": {"title": "Resume NER (Zhang & Yang 2018)", "licence": "Research use only."},
+    "weibo": {"title": "Weibo NER (Peng & Dredze 2015, revised)", "licence": "Research use only."},
+}
+
+TASK_TEXT = {
+    "seg": "word segmentation",
+    "pos": "joint word segmentation and part-of-speech tagging",
+    "ner": "named-entity recognition",
+}
+
+
+def _size(directory: Path) -> int:
+    return sum(p.stat().st_size for p in directory.iterdir() if p.is_file())
+
+
+def render_card(directory: Path, name: str, corpus: str) -> str:
+    config = read_config(directory)
+    info = CORPORA[corpus]
+    dev = config.get("dev_metrics", {})
+    training = config.get("training", {})
+    metric_keys = [k for k in ("precision", "recall", "f1", "word_f1", "pos_accuracy", "oov_recall", "iv_recall")
+                   if k in dev]
+    rows = "\n".join(f"| {k} | {dev[k]:.2f} |" for k in metric_keys)
+    size_mb = _size(directory) / 1e6
+    return f"""# {name}
+
+{TASK_TEXT[config['task']].capitalize()} for Chinese: a character(+bigram) Bi-LSTM-CRF
+trained by seqtag's own code.
+
+| | |
+|---|---|
+| task | `{config['task']}` |
+| tag scheme | {config['scheme'].upper()} |
+| labels | {', '.join(config.get('labels') or ['(words)'])} |
+| corpus | {info['title']} (`{corpus}`) |
+| corpus licence / terms | {info['licence']} |
+| size on disk | {size_mb:.1f} MB ({config.get('weights_dtype', 'float32')} weights) |
+| best epoch | {config.get('epoch', '?')} |
+| saved | {config.get('saved_at', '?')} |
+
+## Dev metrics (selected on dev; the official test split was not used)
+
+| metric | value |
+|---|---|
+{rows}
+| sentences | {dev.get('sentences', '?')} |
+
+## Training command
+
+```
+{config.get('command') or '(not recorded)'}
+```
+
+## Training config
+
+```json
+{json.dumps(training, indent=2, ensure_ascii=False)}
+```
+
+## Versions
+
+```json
+{json.dumps(config.get('versions', {}), indent=2)}
+```
+
+Corpus fingerprints (sha256 of the training and dev files) are in `config.json`.
+"""
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("checkpoint")
+    parser.add_argument("--corpus", required=True, choices=sorted(CORPORA))
+    parser.add_argument("--name")
+    args = parser.parse_args(argv)
+    directory = Path(args.checkpoint)
+    card = render_card(directory, args.name or directory.name, args.corpus)
+    (directory / "README.md").write_text(card, encoding="utf-8")
+    print(f"wrote {directory / 'README.md'}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
