@@ -200,6 +200,11 @@ class Codec:
             self._index_bigrams()
         return len(fresh), added_bigrams
 
+    def truncate_bigrams(self, keep: int) -> None:
+        """Keep only the ``keep`` most frequent bigrams (the list is in frequency order); the rest become UNK."""
+        self.bigram_list = self.bigram_list[: max(keep, 0)]
+        self._index_bigrams()
+
     def _index_bigrams(self) -> None:
         """Bigrams are looked up by the pair of unit ids: key = left * V + right, sorted for searchsorted."""
         vocab = self.tokenizer.get_vocab()

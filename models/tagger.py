@@ -143,6 +143,13 @@ class Tagger(nn.Module):
             self.bigram_embed = _grow(self.bigram_embed, num_bigrams)
 
 
+    def truncate_bigrams(self, num_bigrams: int) -> None:
+        """Drop bigram rows past ``num_bigrams`` (see :meth:`Codec.truncate_bigrams`)."""
+        if self.use_bigrams and num_bigrams < self.bigram_embed.num_embeddings:
+            weight = self.bigram_embed.weight.detach()[:num_bigrams].clone()
+            self.bigram_embed = nn.Embedding.from_pretrained(weight, freeze=False, padding_idx=PAD_ID)
+
+
 def _grow(embed: nn.Embedding, size: int) -> nn.Embedding:
     if size <= embed.num_embeddings:
         return embed

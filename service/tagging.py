@@ -96,7 +96,8 @@ class DictionarySpec:
         if self.stored is not None:
             self._all_entries(store)  # 404 / 422 with a clear message
             try:
-                dictionary = store.compiled(self.stored, codec.normalize, key=id(model))
+                # same name and content hash = same codec, so the same normalisation
+                dictionary = store.compiled(self.stored, codec.normalize, key=(model.name, model.version))
             except DictionaryNotFound:
                 raise ServiceError(404, "dictionary_not_found",
                                    f"no stored dictionary named {self.stored!r}") from None

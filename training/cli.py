@@ -93,6 +93,11 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--output", "-o", help="output file (default: stdout)")
     pr.add_argument("--device", default="auto")
     pr.add_argument("--batch-size", type=int, default=256)
+    c = sub.add_parser("compact", help="shrink a checkpoint for shipping (prune bigrams, 16-bit weights)")
+    c.add_argument("model")
+    c.add_argument("out")
+    c.add_argument("--max-bigrams", type=int, help="keep only the N most frequent bigrams")
+    c.add_argument("--half", action="store_true", help="store weights in float16")
     s = sub.add_parser("serve", help="start the HTTP service")
     s.add_argument("--models", help="directory of checkpoint directories")
     s.add_argument("--host")
@@ -241,6 +246,22 @@ def _predict_chunk(pipeline, texts: list[str], fmt: str, sink, batch_size: int) 
     write_corpus([Example(t, s) for t, s in zip(texts, spans)], sink, fmt, scheme=pipeline.meta.scheme)
 
 
+def cmd_compact(args: argparse.Namespace) -> int:
+    """Prune and/or halve a checkpoint; evaluate the result on dev before shipping it."""
+    from models.checkpoint import load_checkpoint, save_checkpoint
+
+    tagger, codec, meta = load_checkpoint(args.model, "cpu")
+    if args.max_bigrams is not None:
+        codec.truncate_bigrams(args.max_bigrams)
+        tagger.truncate_bigrams(codec.num_bigrams)
+        meta.extra.setdefault("training", {}).setdefault("codec", {})["max_bigrams"] = args.max_bigrams
+    meta.extra["compacted_from"] = {"max_bigrams": args.max_bigrams, "half": args.half}
+    save_checkpoint(args.out, tagger, codec, meta, half=args.half)
+    size = sum(p.stat().st_size for p in Path(args.out).iterdir())
+    print(f"wrote {args.out} ({size / 1e6:.1f} MB)", file=sys.stderr)
+    return 0
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     try:
         from service.main import run
@@ -249,7 +270,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return run(models=args.models, host=args.host, port=args.port, device=args.device)
 
 
-COMMANDS = {"train": cmd_train, "evaluate": cmd_evaluate, "predict": cmd_predict, "serve": cmd_serve}
+COMMANDS = {"train": cmd_train, "evaluate": cmd_evaluate, "predict": cmd_predict, "compact": cmd_compact,
+            "serve": cmd_serve}
 
 
 def _one_line(exc: BaseException) -> str:

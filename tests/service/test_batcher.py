@@ -87,7 +87,7 @@ def test_results_go_back_to_their_own_piece_after_sorting():
 def test_batch_closes_on_size_without_waiting():
     async def main():
         fake = FakePipeline()
-        b = await started(fake, max_batch_size=4, max_wait_ms=300)
+        b = await started(fake, max_batch_size=4, max_wait_ms=800)
         t0 = time.monotonic()
         futures = b.submit([piece(1, 3) for _ in range(10)])
         await asyncio.gather(*futures)
@@ -96,8 +96,8 @@ def test_batch_closes_on_size_without_waiting():
 
     fake, t0 = run(main())
     assert [len(x) for x in fake.batches] == [4, 4, 2]
-    assert fake.times[0] - t0 < 0.2  # full batches did not wait for max_wait
-    assert fake.times[2] - t0 >= 0.29  # the last, partial one waited
+    assert fake.times[1] - t0 < 0.6  # full batches did not wait for max_wait
+    assert fake.times[2] - t0 >= 0.79  # the last, partial one waited
 
 
 def test_batch_closes_on_padded_unit_budget():
@@ -148,7 +148,7 @@ def test_max_batch_size_one_disables_batching():
 
     fake, elapsed = run(main())
     assert fake.batches == [[1], [2], [3], [4], [5]]
-    assert elapsed < 0.5  # a batch of one never waits
+    assert elapsed < 0.9  # a batch of one never waits (max_wait is 1 s)
 
 
 def test_output_count_mismatch_fails_every_member_and_worker_goes_on():
@@ -203,7 +203,7 @@ def test_full_queue_refuses_at_once():
         return info.value, refused_in, results
 
     error, refused_in, results = run(main())
-    assert refused_in < 0.05 and error.retry_after >= 1
+    assert refused_in < 0.5 and error.retry_after >= 1
     assert [r[0].label for r in results] == ["1", "2", "3"]
 
 

@@ -139,16 +139,16 @@ def test_overload_is_503_with_retry_after(make_settings):
 
 def test_deadline_is_504(make_client):
     client = make_client(request_timeout_s=0.2, max_wait_ms=0)
-    slow_down(client.app, "zh-seg", 0.5)
+    slow_down(client.app, "zh-seg", 1.2)
     started = time.monotonic()
     error = assert_error(client.post("/v1/segment", json={"texts": ["我们喜欢音乐。", "他看电影。"]}), 504)
-    assert time.monotonic() - started < 0.45  # answered at the deadline, not when the model finished
+    assert time.monotonic() - started < 1.0  # answered at the deadline, not when the model finished
     assert error["code"] == "deadline_exceeded"
     assert client.post("/v1/pos", json={"text": "我们"}).status_code == 200  # other models unaffected
 
 
 def test_failing_batch_fails_its_requests_and_the_server_goes_on(make_settings):
-    app = create_app(make_settings(max_wait_ms=50))
+    app = create_app(make_settings(max_wait_ms=300))
 
     async def main():
         async with async_client(app) as http:
