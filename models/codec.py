@@ -55,6 +55,7 @@ class CodecConfig(BaseModel):
     units: Literal["latin_runs", "chars"] = "latin_runs"
     lowercase: bool = True
     t2s: bool = False  # traditional -> simplified before lookup
+    zero_digits: bool = False  # every decimal digit looks up as 0 ("1998" -> "0000"): numbers share statistics
     bigrams: bool = True
     unit_min_freq: int = 1
     bigram_min_freq: int = 2
@@ -79,7 +80,7 @@ def _t2s_table() -> dict[str, str]:
     return json.loads(_T2S_PATH.read_text(encoding="utf-8"))
 
 
-def build_charmap(lowercase: bool, t2s: bool) -> dict[str, str]:
+def build_charmap(lowercase: bool, t2s: bool, zero_digits: bool = False) -> dict[str, str]:
     """The 1:1 normalisation table (only characters that change)."""
     table: dict[str, str] = {}
     simp = _t2s_table() if t2s else {}
@@ -94,6 +95,8 @@ def build_charmap(lowercase: bool, t2s: bool) -> dict[str, str]:
             low = out.lower()
             out = low if len(low) == 1 else out
         out = simp.get(out, out)
+        if zero_digits and out.isdecimal():
+            out = "0"
         # Never turn a visible character into whitespace: it would lose its unit.
         if out != ch and not (is_space(out) and not is_space(ch)):
             table[ch] = out
@@ -158,7 +161,8 @@ class Codec:
     def build(cls, texts: Iterable[str], config: CodecConfig | None = None) -> "Codec":
         """Build vocabularies from training texts."""
         config = config or CodecConfig()
-        codec = cls(config, cls._empty_tokenizer(config, {}), build_charmap(config.lowercase, config.t2s))
+        charmap = build_charmap(config.lowercase, config.t2s, config.zero_digits)
+        codec = cls(config, cls._empty_tokenizer(config, {}), charmap)
         codec.extend(texts)
         return codec
 

@@ -254,6 +254,9 @@ class Trainer:
         if not self.ema or any(self.ema[k].shape != p.shape for k, p in params.items()):
             self.ema = {k: p.detach().clone() for k, p in params.items()}
             return
+        # Early on, average over fewer steps so the random init fades out fast (as TF's EMA does).
+        step = self.state["step"]
+        decay = min(decay, (1 + step) / (10 + step))
         with torch.no_grad():
             torch._foreach_lerp_(list(self.ema.values()), [params[k].detach() for k in self.ema], 1 - decay)
 

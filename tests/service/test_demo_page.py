@@ -146,8 +146,10 @@ def text_content(driver: Any, element: Any) -> str:
 
 def shot(driver: Any, path: Path) -> None:
     """A screenshot of the whole page (the window grown to the page's height first)."""
-    height = driver.execute_script("return document.documentElement.scrollHeight")
-    driver.set_window_size(1000, max(600, min(int(height) + 40, 2000)))
+    height, chrome = driver.execute_script(
+        "return [document.querySelector('main').getBoundingClientRect().bottom + window.scrollY,"
+        "        window.outerHeight - window.innerHeight]")
+    driver.set_window_size(1000, min(int(height) + max(int(chrome), 0) + 4, 2400))
     driver.save_screenshot(str(path))
     assert path.stat().st_size > 1000
 

@@ -388,3 +388,11 @@ def test_extend_with_text_covers_it(growing, text):
         after = c.encode(CORPUS)
         for x, y in zip(before.ids, after.ids):  # known units keep their ids; only UNKs may change
             assert np.array_equal(x[x != UNK_ID], y[x != UNK_ID])
+
+
+def test_zero_digits_shares_numbers_and_keeps_offsets():
+    codec = Codec.build(["1998年"], CodecConfig(zero_digits=True, bigram_min_freq=1))
+    text = "２０２４年"
+    encoded = codec.encode([text])
+    assert encoded.ids[0].tolist() == codec.encode(["1998年"]).ids[0].tolist()
+    assert encoded.offsets[0].tolist() == [[0, 4], [4, 5]]

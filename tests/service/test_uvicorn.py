@@ -1,0 +1,132 @@
+"""A real ``seqtag serve`` process on loopback: ready, correct under concurrent requests, and a clean stop."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, Iterator
+
+import httpx
+import pytest
+
+from service.settings import REPO_ROOT
+
+THREADS = 8
+REQUESTS_PER_THREAD = 10
+TEXTS = ["我们喜欢图书馆。", "张伟明在北京工作。", "李娜明天去上海。 他常常看电影！", "", "iPhone15很贵", "王小红和刘洋住在杭州。"]
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextlib.contextmanager
+def serve(models_dir: Path, tmp_path: Path, attempts: int = 3) -> Iterator[tuple[str, subprocess.Popen, Path]]:
+    """``seqtag serve`` (``python -m training.cli serve``) on a free loopback port; killed at the end if still up.
+
+    The port is picked free and then handed to the server, so another process may take it in between: the
+    server then exits at once with "address already in use", and we try again with another port."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SEQTAG_")}
+    env.update(SEQTAG_TORCH_THREADS="1", SEQTAG_DICTIONARIES_DIR=str(tmp_path / "dictionaries"),
+               SEQTAG_LOG_LEVEL="info", OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", PYTHONUNBUFFERED="1")
+    for attempt in range(1, attempts + 1):
+        port = free_port()
+        log_path = tmp_path / f"server-{attempt}.log"
+        cmd = [sys.executable, "-m", "training.cli", "serve", "--models", str(models_dir),
+               "--host", "127.0.0.1", "--port", str(port), "--device", "cpu"]
+        with open(log_path, "wb") as log:
+            proc = subprocess.Popen(cmd, cwd=REPO_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+        try:
+            base = f"http://127.0.0.1:{port}"
+            if wait_ready(base, proc, timeout=90):
+                yield base, proc, log_path
+                return
+            output = log_path.read_text(errors="replace")
+            if "address already in use" not in output.lower() or attempt == attempts:
+                pytest.fail(f"the server did not get ready (exit status {proc.poll()}):\n{output[-3000:]}")
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait(timeout=10)
+
+
+def wait_ready(base: str, proc: subprocess.Popen, timeout: float) -> bool:
+    """True once /readyz answers 200; False if the process exits first or ``timeout`` passes."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            return False
+        try:
+            if httpx.get(base + "/readyz", timeout=2).status_code == 200:
+                return True
+        except httpx.TransportError:
+            pass
+        time.sleep(0.2)
+    return False
+
+
+def counter(metrics: str, name: str) -> float:
+    for line in metrics.splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[-1])
+    return 0.0
+
+
+def test_served_process_answers_concurrent_requests_like_sequential_ones(models_dir, tmp_path):
+    # the calls: each thread's own mix of endpoints, single texts and lists of texts
+    def call(i: int) -> tuple[str, dict[str, Any]]:
+        endpoint = ("segment", "ner")[i % 2]
+        body: dict[str, Any] = ({"texts": TEXTS[: 2 + i % 4]} if i % 3 == 0 else {"text": TEXTS[i % len(TEXTS)]})
+        return endpoint, body
+
+    calls = [call(i) for i in range(THREADS * REQUESTS_PER_THREAD)]
+
+    with serve(models_dir, tmp_path) as (base, proc, log_path):
+        with httpx.Client(base_url=base, timeout=30) as client:
+            baseline = {}  # one sequential answer per distinct call
+            for endpoint, body in calls:
+                key = (endpoint, repr(body))
+                if key not in baseline:
+                    r = client.post(f"/v1/{endpoint}", json=body)
+                    assert r.status_code == 200, r.text
+                    baseline[key] = r.json()
+            assert any(e for answer in baseline.values() for res in answer["results"] for e in res["entities"])
+
+        def worker(t: int) -> list[tuple[tuple[str, str], int, Any]]:
+            out = []
+            with httpx.Client(base_url=base, timeout=30) as own:  # one connection per thread: 8 at most
+                for endpoint, body in calls[t * REQUESTS_PER_THREAD:(t + 1) * REQUESTS_PER_THREAD]:
+                    r = own.post(f"/v1/{endpoint}", json=body)
+                    out.append(((endpoint, repr(body)), r.status_code, r.json() if r.status_code == 200 else r.text))
+            return out
+
+        t0 = time.monotonic()
+        with ThreadPoolExecutor(THREADS) as pool:
+            answers = [a for chunk in pool.map(worker, range(THREADS)) for a in chunk]
+        elapsed = time.monotonic() - t0
+        assert len(answers) == THREADS * REQUESTS_PER_THREAD
+        assert [status for _, status, _ in answers] == [200] * len(answers), [a for a in answers if a[1] != 200][:3]
+        for key, _, body in answers:
+            assert body == baseline[key], key
+
+        metrics = httpx.get(base + "/metrics", timeout=10).text
+        for endpoint in ("segment", "ner"):
+            sent = sum(1 for e, _ in calls if e == endpoint) + sum(1 for e, _ in baseline if e == endpoint)
+            assert counter(metrics, f'seqtag_requests_total{{endpoint="/v1/{endpoint}",status="200"}}') == sent
+
+        # a clean stop on SIGTERM: exit status 0, lifespan shut down
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=30) == 0
+        log = log_path.read_text(errors="replace")
+        assert "Application shutdown complete" in log, log[-3000:]
+        assert "Traceback" not in log, log[-3000:]
+        print(f"{len(answers)} concurrent requests in {elapsed:.2f} s")

@@ -1,0 +1,75 @@
+"""The models shipped in checkpoints/: cards match checkpoints, size limits, they load and tag."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from models.checkpoint import read_config
+from models.pipeline import Pipeline
+from training.modelcard import CORPORA, render_card
+
+ROOT = Path(__file__).resolve().parents[2]
+CHECKPOINTS = ROOT / "checkpoints"
+SHIPPED = {"zh-seg": ("seg", "ctb6"), "zh-pos": ("pos", "ud-gsd"), "zh-ner": ("ner", "msra-news")}
+MAX_BYTES = 10 * 1024 * 1024
+SAMPLE = "张三在北京大学读书，后来去了上海的阿里巴巴工作。iPhone15 售价 5999 元。"
+
+
+def shipped() -> list[Path]:
+    return sorted(p for p in CHECKPOINTS.iterdir() if (p / "config.json").exists()) if CHECKPOINTS.exists() else []
+
+
+def test_default_models_are_shipped():
+    names = {p.name for p in shipped()}
+    assert set(SHIPPED) <= names, f"missing shipped models: {set(SHIPPED) - names}"
+
+
+@pytest.mark.parametrize("name", sorted(SHIPPED))
+def test_card_matches_checkpoint(name):
+    directory = CHECKPOINTS / name
+    config = read_config(directory)
+    task, corpus = SHIPPED[name]
+    assert config["task"] == task
+    card = (directory / "README.md").read_text(encoding="utf-8")
+    assert card == render_card(directory, name, corpus), "model card is stale: rerun python -m training.modelcard"
+    assert CORPORA[corpus]["licence"] in card
+    f1 = config["dev_metrics"]["f1"]
+    assert f"| f1 | {f1:.2f} |" in card
+    assert config.get("command", "").startswith("seqtag train"), "the training command must be recorded"
+
+
+@pytest.mark.parametrize("name", sorted(SHIPPED))
+def test_size_limit(name):
+    size = sum(p.stat().st_size for p in (CHECKPOINTS / name).iterdir() if p.is_file())
+    assert size <= MAX_BYTES, f"{name} is {size / 1e6:.1f} MB"
+
+
+@pytest.mark.parametrize("name", sorted(SHIPPED))
+def test_loads_and_tags(name):
+    pipeline = Pipeline.load(CHECKPOINTS / name, "cpu")
+    [spans] = pipeline.predict([SAMPLE], scores=True)
+    assert spans, f"{name} found nothing in the sample"
+    for span in spans:
+        assert SAMPLE[span.start:span.end].strip()
+        assert 0.0 <= span.score <= 1.0 + 1e-4
+    if pipeline.task == "ner":
+        labels = {s.label for s in spans}
+        assert labels <= {"PER", "LOC", "ORG"} and "PER" in labels
+    else:
+        covered = "".join(SAMPLE[s.start:s.end] for s in spans)
+        assert covered == re.sub(r"\s", "", SAMPLE)
+
+
+def test_readme_commands_exist():
+    for target in ("serve", "test"):
+        result = subprocess.run(["make", "-n", target], cwd=ROOT, capture_output=True, text=True)
+        assert result.returncode == 0, result.stderr
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    assert "make serve" in readme and "make test" in readme
+    ci = (ROOT / ".ci" / "run").read_text(encoding="utf-8")
+    assert re.search(r"^\s*make test\b", ci, re.M), ".ci/run must call the README's test command"
