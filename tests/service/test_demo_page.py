@@ -164,7 +164,7 @@ def only_own_requests(driver: Any, base: str) -> None:
     assert urls and all(u.startswith(base + "/") for u in urls), urls
 
 
-def test_browser_segment_with_scores(live_server, browser, tmp_path):
+def test_browser_segment_with_scores(browser, live_server, tmp_path):
     from selenium.webdriver.common.by import By
 
     text = "我们喜欢图书馆。  他常常看电影！"  # the two spaces must survive in the inline view
@@ -190,7 +190,7 @@ def test_browser_segment_with_scores(live_server, browser, tmp_path):
     shot(browser, tmp_path / "segment.png")
 
 
-def test_browser_ner_and_pos(live_server, browser, tmp_path):
+def test_browser_ner_and_pos(browser, live_server, tmp_path):
     from selenium.webdriver.common.by import By
 
     text = "张伟明在北京工作。李娜明天去上海。"
@@ -226,7 +226,7 @@ def test_browser_ner_and_pos(live_server, browser, tmp_path):
     assert not result.find_elements(By.CSS_SELECTOR, ".entity")
 
 
-def test_browser_analyze_keeps_non_bmp_offsets(live_server, browser, tmp_path):
+def test_browser_analyze_keeps_non_bmp_offsets(browser, live_server, tmp_path):
     """Characters outside the BMP are two UTF-16 units in JS: the spans must still line up."""
     from selenium.webdriver.common.by import By
 
@@ -246,7 +246,7 @@ def test_browser_analyze_keeps_non_bmp_offsets(live_server, browser, tmp_path):
     shot(browser, tmp_path / "analyze.png")
 
 
-def test_browser_shows_api_errors(live_server, browser, tmp_path):
+def test_browser_shows_api_errors(browser, live_server, tmp_path):
     from selenium.webdriver.common.by import By
 
     open_page(browser, live_server)
