@@ -3,6 +3,7 @@ talking to a real uvicorn server on the tiny models (skipped without selenium, c
 
 from __future__ import annotations
 
+import contextlib
 import re
 import socket
 import threading
@@ -17,6 +18,7 @@ import uvicorn
 from service.app import create_app
 from service.routes.pages import INDEX
 from service.settings import Settings
+from tests.service.conftest import fill_models_dir
 
 IDS = ("text", "task", "scores", "run", "result", "error")
 CHROMIUM = Path("/usr/bin/chromium")
@@ -52,11 +54,11 @@ def test_page_has_the_controls_and_nothing_external(client):
 
 # ---- a live server and a browser ---------------------------------------------------------------------------
 
-@pytest.fixture(scope="module")
-def live_server(models_dir, tmp_path_factory) -> Iterator[str]:
-    """uvicorn in a background thread on 127.0.0.1 (a port picked by the OS), serving the tiny models."""
-    settings = Settings(models_dir=models_dir, dictionaries_dir=tmp_path_factory.mktemp("dicts"),
-                        torch_threads=1, max_text_chars=MAX_TEXT_CHARS, log_level="warning")
+@contextlib.contextmanager
+def serving(models_dir: Path, dictionaries_dir: Path) -> Iterator[str]:
+    """uvicorn in a background thread on 127.0.0.1 (a port picked by the OS); the base URL once ready."""
+    settings = Settings(models_dir=models_dir, dictionaries_dir=dictionaries_dir, torch_threads=1,
+                        max_text_chars=MAX_TEXT_CHARS, log_level="warning")
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", 0))
@@ -81,6 +83,13 @@ def live_server(models_dir, tmp_path_factory) -> Iterator[str]:
         thread.join(timeout=20)
         sock.close()
         assert not thread.is_alive(), "the server thread did not stop"
+
+
+@pytest.fixture(scope="module")
+def live_server(models_dir, tmp_path_factory) -> Iterator[str]:
+    """A live server on the shared tiny models: zh-seg, zh-pos, zh-ner."""
+    with serving(models_dir, tmp_path_factory.mktemp("dicts")) as base:
+        yield base
 
 
 @pytest.fixture(scope="module")
@@ -260,3 +269,23 @@ def test_browser_shows_api_errors(browser, live_server, tmp_path):
     # a good request afterwards hides the error again
     result = run_task(browser, "我们喜欢音乐。", "segment", scores=False)
     assert result.is_displayed() and not error.is_displayed()
+
+
+def test_browser_offers_only_the_tasks_with_a_model(browser, trained, tmp_path):
+    from selenium.webdriver.common.by import By
+
+    only_seg = fill_models_dir(tmp_path / "models", trained, tasks=("seg",))
+    with serving(only_seg, tmp_path / "dicts") as base:
+        open_page(browser, base)
+        options = {o.get_attribute("value"): o.is_enabled()
+                   for o in browser.find_elements(By.CSS_SELECTOR, "#task option")}
+        assert options == {"segment": True, "pos": False, "ner": False, "analyze": True}
+        assert browser.find_element(By.CSS_SELECTOR, "#task option[value=ner]").text == "ner (no model)"
+        # analyze with a seg model only: words, and no entity section
+        result = run_task(browser, None, "analyze", scores=False)
+        assert not browser.find_element(By.ID, "error").is_displayed()
+        text = browser.find_element(By.ID, "text").get_attribute("value")
+        tokens = result.find_elements(By.CSS_SELECTOR, ".token")
+        assert "".join(text_content(browser, t) for t in tokens) == re.sub(r"\s", "", text)
+        assert [h.text.lower() for h in result.find_elements(By.CSS_SELECTOR, "h2")] == ["words"]
+        shot(browser, tmp_path / "seg-only.png")
