@@ -178,7 +178,8 @@ def test_browser_segment_with_scores(browser, live_server, tmp_path):
 
     text = "我们喜欢图书馆。  他常常看电影！"  # the two spaces must survive in the inline view
     open_page(browser, live_server)
-    options = {o.get_attribute("value"): o.is_enabled() for o in browser.find_elements(By.CSS_SELECTOR, "#task option")}
+    options = {o.get_attribute("value"): o.is_enabled()
+               for o in browser.find_elements(By.CSS_SELECTOR, "#task option")}
     assert options == {"segment": True, "pos": True, "ner": True, "analyze": True}
     result = run_task(browser, text, "segment", scores=True)
     assert not browser.find_element(By.ID, "error").is_displayed()

@@ -36,8 +36,9 @@ def serve(models_dir: Path, tmp_path: Path, attempts: int = 3) -> Iterator[tuple
     The port is picked free and then handed to the server, so another process may take it in between: the
     server then exits at once with "address already in use", and we try again with another port."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("SEQTAG_")}
-    env.update(SEQTAG_MODELS_DIR=str(models_dir), SEQTAG_TORCH_THREADS="1", SEQTAG_DICTIONARIES_DIR=str(tmp_path / "dictionaries"),
-               SEQTAG_LOG_LEVEL="info", OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", PYTHONUNBUFFERED="1")
+    env.update(SEQTAG_MODELS_DIR=str(models_dir), SEQTAG_DICTIONARIES_DIR=str(tmp_path / "dictionaries"),
+               SEQTAG_TORCH_THREADS="1", SEQTAG_LOG_LEVEL="info", OMP_NUM_THREADS="1", MKL_NUM_THREADS="1",
+               PYTHONUNBUFFERED="1")
     for attempt in range(1, attempts + 1):
         port = free_port()
         log_path = tmp_path / f"server-{attempt}.log"

