@@ -156,6 +156,10 @@ class Context:
     _models: list[ModelInfo] | None = None
     _dev: TextSource | None = None
 
+    @property
+    def repeats_text(self) -> str:
+        return f"{self.repeats} repeat" + ("s" if self.repeats != 1 else "")
+
     # -- texts
     def dev_texts(self) -> TextSource:
         """CTB6 dev sentences with the spaces between words removed (synthetic text without the corpora)."""

@@ -66,7 +66,8 @@ def lac_tagging() -> tuple[Tagging | None, str]:
 
 
 def throughput(ctx: Context, source: TextSource, pipelines: list[tuple[ModelInfo, Pipeline]]) -> Table:
-    table = Table(TITLES[0], ["tagger", "batch size", "chars/s", "s per pass", "seqtag / jieba", "seqtag / LAC"])
+    table = Table(TITLES[0], ["tagger", "batch size", "chars/s", "s per pass", "first pass s", "seqtag / jieba",
+                              "seqtag / LAC"])
     runs: dict[tuple[str, int | None], Tagging] = {}
     for model, pipeline in pipelines:
         for size in BATCH_SIZES:
@@ -79,8 +80,9 @@ def throughput(ctx: Context, source: TextSource, pipelines: list[tuple[ModelInfo
         runs[("LAC", None)] = lac_run
 
     texts = source.texts
-    for run_ in runs.values():  # warm-up: first-call costs (allocator, ONNX session, caches) stay out
-        run_(texts[:8])
+    # A first, untimed pass: CPU LSTM kernels are set up once per sequence shape (oneDNN), ONNX Runtime and
+    # allocators warm up; its time is shown as "first pass s".
+    first = {key: timed(lambda: run_(texts)) for key, run_ in runs.items()}
     seconds: dict[tuple[str, int | None], list[float]] = {key: [] for key in runs}
     for _ in range(ctx.repeats):  # interleaved, so every tagger sees the same machine conditions
         for key, run_ in runs.items():
@@ -91,11 +93,12 @@ def throughput(ctx: Context, source: TextSource, pipelines: list[tuple[ModelInfo
     for key in runs:
         name, size = key
         is_seqtag = size is not None
-        table.add(name, size, speed[key], median(seconds[key]),
+        table.add(name, size, speed[key], median(seconds[key]), first[key],
                   ratio(speed[key], jieba_speed) if is_seqtag else "—",
                   ratio(speed[key], lac_speed) if is_seqtag else "—")
     table.notes += [
-        f"text: {source.describe()}; one pass tags all of it; medians over {ctx.repeats} interleaved repeats",
+        f"text: {source.describe()}; one pass tags all of it; medians over {ctx.repeats_text} (interleaved) "
+        "after one untimed warm-up pass (\"first pass s\": per-shape kernel set-up makes it slower on CPU)",
         f"seqtag: `Pipeline.predict(texts, max_batch=B)` on {ctx.device}, {torch.get_num_threads()} torch threads, "
         "float32; ratios are chars/s over chars/s measured in this run",
         jieba_note,
@@ -146,7 +149,7 @@ def whole_process(ctx: Context, source: TextSource) -> Table:
                   ratio(speed(key), jieba_speed) if is_seqtag_text else "—")
     table.notes += [
         f"each row is one subprocess, wall clock including interpreter start-up, imports and model/dictionary "
-        f"loading; text: {source.describe()}, one sentence per line; medians over {ctx.repeats} interleaved repeats",
+        f"loading; text: {source.describe()}, one sentence per line; medians over {ctx.repeats_text} (interleaved)",
         f"seqtag: `python -m training.cli predict {model.name} FILE --output OUT --device {ctx.device.type}` "
         "(= `seqtag predict`, batch size 256)",
         "jieba: `python -m jieba -q -d ' ' FILE > OUT` (default mode, HMM on)" if has_jieba
@@ -234,9 +237,9 @@ def encoder_flops(ctx: Context, source: TextSource, pipelines: list[tuple[ModelI
             for batch in batches:
                 tagger.emissions(batch)
 
-    for _, _, batches, _, tagger in cases:  # warm-up
+    for _, _, batches, _, tagger in cases:  # warm-up pass: kernels are set up once per sequence shape
         tagger.eval()
-        encode_all(tagger, batches[:1])
+        encode_all(tagger, batches)
     peaks: list[float] = []
     seconds: list[list[float]] = [[] for _ in cases]
     for _ in range(ctx.repeats):  # the peak is measured in every repeat, between the encoders
@@ -256,9 +259,9 @@ def encoder_flops(ctx: Context, source: TextSource, pipelines: list[tuple[ModelI
         "FLOPs counted analytically (see `encoder_flops_per_pass` in bench/inprocess.py): per real unit "
         "Σ_layers D·2·G·H·(I+H) for the recurrent layers (G = 4 gates for LSTM), plus 2·D·H·T per padded "
         "position for the projection; multiply-add = 2 FLOPs",
-        f"peak: median over {ctx.repeats} repeats of {calls} × torch.mm of {n}×{n} float32 matrices"
+        f"peak: median over {ctx.repeats_text} of {calls} × torch.mm of {n}×{n} float32 matrices"
         + (" (TF32 allowed)" if tf32 else "") + f", {torch.get_num_threads()} torch threads; "
-        f"encoder times are medians over the same {ctx.repeats} repeats",
+        f"encoder times are medians over the same {ctx.repeats_text}, after one untimed warm-up pass",
     ]
     return table
 
@@ -276,8 +279,9 @@ def cuda_batches(ctx: Context, source: TextSource, pipelines: list[tuple[ModelIn
     texts = source.texts * copies
     chars = source.chars * copies
     longest = max(len(t) for t in texts)
-    for _, pipeline in pipelines:  # warm-up
-        pipeline.predict(texts[:64], max_batch=64)
+    for _, pipeline in pipelines:  # warm-up pass: cuDNN plans and the caching allocator settle per shape
+        for size in CUDA_BATCH_SIZES:
+            pipeline.predict(texts, max_batch=size, max_units=size * longest)
     seconds: dict[tuple[str, int], list[float]] = {}
     for _ in range(ctx.repeats):
         for model, pipeline in pipelines:
@@ -291,6 +295,6 @@ def cuda_batches(ctx: Context, source: TextSource, pipelines: list[tuple[ModelIn
     table.notes += [
         f"text: {source.describe()}, repeated {copies}× ({len(texts):,} sentences) so the big batches fill; "
         f"`Pipeline.predict(texts, max_batch=B, max_units=B × longest)` on {ctx.device}, float32, decoding and "
-        f"span building included; medians over {ctx.repeats} repeats",
+        f"span building included; medians over {ctx.repeats_text} after one warm-up pass",
     ]
     return table

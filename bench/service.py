@@ -225,7 +225,7 @@ def load_table(ctx: Context, model: str, pool: list[str], levels, results) -> Ta
         "load: one asyncio httpx client in the benchmark process, one keep-alive connection per worker, each worker "
         "sends its requests back to back; the loops are bounded by the requests per worker and a time cap "
         f"({10 if ctx.smoke else 60} s); latency is client-side, send to answer",
-        f"texts/s, chars/s, p50, p99: medians over {ctx.repeats} repeats (the two servers measured alternately); "
+        f"texts/s, chars/s, p50, p99: medians over {ctx.repeats_text} (the two servers measured alternately); "
         "ok/errors: totals (errors = non-200 answers or transport errors)",
         f"the client shares the machine's {os.cpu_count()} cores with the server; at high concurrency it costs "
         "CPU time the server does not get",

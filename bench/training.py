@@ -14,7 +14,7 @@ from bench.common import REPO_ROOT, Context, Table, median, timed
 RECIPE = REPO_ROOT / "training" / "recipes" / "ctb6-seg.toml"
 TITLES = ("Training throughput", "Time to reach the dev target")
 WARMUP_STEPS, STEPS_PER_REPEAT = 5, 20
-SMOKE_WARMUP_STEPS, SMOKE_STEPS_PER_REPEAT = 1, 2
+SMOKE_WARMUP_STEPS, SMOKE_STEPS_PER_REPEAT = 1, 1
 
 
 def run(ctx: Context) -> list[Table]:
@@ -74,8 +74,8 @@ def throughput(ctx: Context) -> Table:
         f"(batch size {config.optim.batch_size}, ≤ {config.optim.max_batch_units} padded units)",
         f"the zh-seg recipe's model (hidden {config.model.hidden}, unit dim {config.model.unit_dim}, bigram dim "
         f"{config.model.bigram_dim}) built by `Trainer`, then `Trainer._step` (forward, CRF loss, backward, clip, "
-        f"AdamW) on the first epoch's batches{amp}; {warmup} warm-up steps, then {ctx.repeats} repeats of "
-        f"{steps} steps; chars/s, units/s and s per step are medians over the repeats",
+        f"AdamW) on the first epoch's batches{amp}; {warmup} warm-up step(s), then {ctx.repeats_text} of "
+        f"{steps} step(s); chars/s, units/s and s per step are medians over the repeats",
         f"{used_threads} torch threads on {trainer.device}; evaluation, snapshots and data loading are not timed",
     ]
     return table

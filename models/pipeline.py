@@ -31,12 +31,16 @@ class Pipeline:
     codec: Codec
     meta: ModelMeta
     device: torch.device
+    # On CUDA the encoder may run in half precision ("float16"/"bfloat16"); the CRF always runs in float32.
+    precision: str = "float32"
 
     @classmethod
-    def load(cls, directory: str | Path, device: str | torch.device = "auto") -> "Pipeline":
+    def load(cls, directory: str | Path, device: str | torch.device = "auto", precision: str = "float32") -> "Pipeline":
+        if precision not in ("float32", "float16", "bfloat16"):
+            raise ValueError(f"precision must be float32, float16 or bfloat16, not {precision!r}")
         device = pick_device(device)
         tagger, codec, meta = load_checkpoint(directory, device)
-        return cls(tagger, codec, meta, device)
+        return cls(tagger, codec, meta, device, precision)
 
     @property
     def task(self) -> str:
@@ -83,7 +87,9 @@ class Pipeline:
             tag_mask = self.forced_mask([encoded.offsets[i] for i in order], forced, batch.unit_ids.shape[1])
             tag_mask = tag_mask.to(self.device, non_blocking=True)
         batch = batch.to(self.device, non_blocking=True)
-        tag_ids, marginals = self.tagger.decode(batch, tag_mask=tag_mask, with_marginals=scores)
+        half = self.device.type == "cuda" and self.precision != "float32"
+        with torch.autocast("cuda", dtype=getattr(torch, self.precision), enabled=half):
+            tag_ids, marginals = self.tagger.decode(batch, tag_mask=tag_mask, with_marginals=scores)
         if was_training:
             self.tagger.train()
         tag_ids = tag_ids.cpu().numpy()

@@ -213,7 +213,7 @@ class ModelRegistry:
     def _load_one(self, directory: Path) -> tuple[Pipeline, str, float]:
         start = time.perf_counter()
         version = checkpoint_version(directory)
-        pipeline = Pipeline.load(directory, self.device)
+        pipeline = Pipeline.load(directory, self.device, self.settings.cuda_precision)
         return pipeline, version, time.perf_counter() - start
 
     def _batcher(self, name: str, pipeline: Pipeline) -> Batcher:

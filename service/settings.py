@@ -38,6 +38,9 @@ class Settings(BaseSettings):
     """TCP port (default 8000)."""
 
     device: Literal["auto", "cpu", "cuda"] = "auto"
+    #: Encoder precision on CUDA (the CRF always decodes in float32). float16 is faster; tests/integration/
+    #: test_cuda.py checks that it gives the same tags where CUDA is present. Ignored on CPU.
+    cuda_precision: Literal["float32", "float16", "bfloat16"] = "float32"
     """Where models run: ``auto`` (CUDA when available, else CPU), ``cpu`` or ``cuda``."""
 
     max_batch_size: int = Field(64, ge=1)

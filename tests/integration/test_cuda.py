@@ -30,3 +30,12 @@ def test_batch_invariance_on_cuda(tmp_path):
     pipeline = Pipeline.load(run / "best", "cuda")
     alone = [pipeline.predict([t])[0] for t in TEXTS]
     assert pipeline.predict(TEXTS, max_batch=64) == alone
+
+
+@pytest.mark.parametrize("precision", ["float16", "bfloat16"])
+def test_half_precision_encoder_gives_the_same_tags(tmp_path, precision):
+    run = train_tiny(tmp_path, "pos", epochs=2, extra_flags=["--device", "cuda"])
+    full = Pipeline.load(run / "best", "cuda")
+    half = Pipeline.load(run / "best", "cuda", precision)
+    assert [[(s.start, s.end, s.label) for s in r] for r in half.predict(TEXTS)] == \
+        [[(s.start, s.end, s.label) for s in r] for r in full.predict(TEXTS)]
