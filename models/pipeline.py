@@ -16,6 +16,10 @@ from models.spans import Span
 from models.tagger import Tagger
 
 
+_B, _I, _E, _S, _O = range(5)
+_PREFIX_CODE = {"B": _B, "M": _I, "I": _I, "E": _E, "S": _S, OUTSIDE: _O}
+
+
 def pick_device(device: str | torch.device = "auto") -> torch.device:
     if str(device) == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -96,19 +100,63 @@ class Pipeline:
         probs = None
         if marginals is not None:
             probs = np.take_along_axis(marginals.cpu().numpy(), tag_ids[..., None], -1)[..., 0]
-        names = self.meta.tags
+        lengths = np.asarray([len(encoded.ids[i]) for i in order])
+        rows = self._unit_spans(tag_ids, lengths)
         out = []
         for row, i in enumerate(order):
-            n = len(encoded.ids[i])
-            unit_spans = tags_to_spans([names[t] for t in tag_ids[row, :n]])
-            spans = self.codec.to_spans(encoded.offsets[i], unit_spans)
-            if probs is not None:
-                spans = [
-                    Span(s.start, s.end, s.label, float(probs[row, a:b].min()))
-                    for s, (a, b, _) in zip(spans, unit_spans)
-                ]
-            out.append(spans)
+            starts, ends, labels = rows[row]
+            offsets = encoded.offsets[i]
+            char_starts, char_ends = offsets[starts, 0].tolist(), offsets[ends - 1, 1].tolist()
+            if probs is None:
+                out.append([Span(a, b, lab) for a, b, lab in zip(char_starts, char_ends, labels)])
+            else:
+                mins = _span_minima(probs[row, : len(encoded.ids[i])], starts, ends)
+                out.append([Span(a, b, lab, p) for a, b, lab, p in zip(char_starts, char_ends, labels, mins)])
         return out
+
+    def _unit_spans(self, tag_ids: np.ndarray, lengths: np.ndarray) -> list[tuple[np.ndarray, np.ndarray, list[str]]]:
+        """Per row: unit span starts, ends (exclusive) and labels, found with array operations.
+
+        Works for any tag sequence the CRF's transition constraints allow; anything else (a
+        softmax decoder's output) goes through the repairing :func:`tags_to_spans`.
+        """
+        prefix, label = self._tag_tables()
+        width = tag_ids.shape[1]
+        valid = np.arange(width)[None, :] < lengths[:, None]
+        pre, lab = prefix[tag_ids], label[tag_ids]
+        if self.meta.scheme is TagScheme.BIO:
+            nxt_pre = np.concatenate([pre[:, 1:], np.full((len(pre), 1), _O)], axis=1)
+            nxt_lab = np.concatenate([lab[:, 1:], np.full((len(lab), 1), -1)], axis=1)
+            nxt_valid = np.concatenate([valid[:, 1:], np.zeros((len(valid), 1), bool)], axis=1)
+            starts = valid & (pre == _B)
+            ends = valid & (pre != _O) & ~(nxt_valid & (nxt_pre == _I) & (nxt_lab == lab))
+        else:
+            starts = valid & ((pre == _B) | (pre == _S))
+            ends = valid & ((pre == _E) | (pre == _S))
+        names = self.meta.tags
+        out = []
+        for row in range(len(tag_ids)):
+            s_idx, e_idx = np.flatnonzero(starts[row]), np.flatnonzero(ends[row]) + 1
+            n = int(lengths[row])
+            covered = ((pre[row, :n] != _O).sum() == (e_idx - s_idx).sum()) if len(s_idx) == len(e_idx) else False
+            if covered and (len(s_idx) == 0 or ((s_idx < e_idx).all() and (s_idx[1:] >= e_idx[:-1]).all())):
+                labels = [self._labels[k] for k in lab[row, s_idx]]
+                out.append((s_idx, e_idx, labels))
+            else:  # not a sequence the constraints allow: repair it the documented way
+                spans = tags_to_spans([names[t] for t in tag_ids[row, :n]])
+                out.append((np.asarray([a for a, _, _ in spans], dtype=np.int64),
+                            np.asarray([b for _, b, _ in spans], dtype=np.int64), [c for _, _, c in spans]))
+        return out
+
+    def _tag_tables(self) -> tuple[np.ndarray, np.ndarray]:
+        """Per tag id: its prefix code and the index of its label in ``self._labels``."""
+        if getattr(self, "_tables", None) is None or self._tables[0] is not self.meta.tags:
+            split = [split_tag(t) for t in self.meta.tags]
+            self._labels = sorted({lab for _, lab in split})
+            prefix = np.asarray([_PREFIX_CODE[p] for p, _ in split])
+            label = np.asarray([self._labels.index(lab) for _, lab in split])
+            self._tables = (self.meta.tags, prefix, label)
+        return self._tables[1], self._tables[2]
 
 
     def forced_mask(self, offsets: Sequence[np.ndarray], forced: Sequence[Sequence[Span]], width: int) -> torch.Tensor:
@@ -147,6 +195,14 @@ class Pipeline:
             prefix, tag_label = split_tag(tag)
             allowed.append(prefix in prefixes and prefix != OUTSIDE and (not label or tag_label == label))
         return torch.tensor(allowed)
+
+
+def _span_minima(values: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> list[float]:
+    """min(values[s:e]) for each span, in one reduceat over the interleaved bounds."""
+    if not len(starts):
+        return []
+    bounds = np.stack([starts, ends], axis=1).ravel()
+    return np.minimum.reduceat(np.append(values, 1.0), bounds)[::2].tolist()
 
 
 def plan_batches(lengths: Sequence[int], max_batch: int, max_units: int) -> list[list[int]]:

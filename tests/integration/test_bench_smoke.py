@@ -19,7 +19,6 @@ def test_smoke_run_writes_every_table(tmp_path):
         assert f"\n| {key} | " in text, key
     for title in (*inprocess.TITLES, *service.TITLES, *training.TITLES):
         assert f"\n## {title}\n" in text, title
-    assert "failed" not in text.split("\n## ", 1)[1].splitlines()[0]
     assert ": failed\n" not in text
     # the measured tables have rows (only the CUDA one may be empty, on a machine without CUDA)
     for title in ("In-process tagging throughput", "Service throughput and latency", "Training throughput"):
