@@ -22,6 +22,7 @@ CONFIGS = {"on": {}, "off": {"SEQTAG_MAX_BATCH_SIZE": "1"}}  # batching -> extra
 CONCURRENCY = (1, 8, 32, 64)
 SMOKE_CONCURRENCY = (1, 2)
 RATIO_CONCURRENCY = 32  # where the batched/unbatched throughput ratio is read
+WARMUP_CONCURRENCY = 8
 
 
 def run(ctx: Context) -> list[Table]:
@@ -43,6 +44,10 @@ def run(ctx: Context) -> list[Table]:
             watch.start()
         results: dict[tuple[str, int], list[LoadResult]] = {}
         try:
+            if not ctx.smoke:  # every sentence once per server, untimed: CPU kernels are set up per shape
+                for server in servers.values():
+                    asyncio.run(load(server.base, model.name, pool, WARMUP_CONCURRENCY,
+                                     -(-len(pool) // WARMUP_CONCURRENCY), cap_s=600))
             for _ in range(ctx.repeats):  # interleaved: on, off, on, off... at each level
                 for level in levels:
                     per_worker = requests_per_worker(ctx, level)
@@ -225,6 +230,9 @@ def load_table(ctx: Context, model: str, pool: list[str], levels, results) -> Ta
         "load: one asyncio httpx client in the benchmark process, one keep-alive connection per worker, each worker "
         "sends its requests back to back; the loops are bounded by the requests per worker and a time cap "
         f"({10 if ctx.smoke else 60} s); latency is client-side, send to answer",
+        ("--smoke: no warm-up" if ctx.smoke else
+         f"before the measurements each server tags every sentence once (untimed, concurrency {WARMUP_CONCURRENCY}), "
+         "so per-shape kernel set-up is not in the numbers"),
         f"texts/s, chars/s, p50, p99: medians over {ctx.repeats_text} (the two servers measured alternately); "
         "ok/errors: totals (errors = non-200 answers or transport errors)",
         f"the client shares the machine's {os.cpu_count()} cores with the server; at high concurrency it costs "
@@ -327,7 +335,7 @@ def memory_table(ctx: Context, memory: dict[str, MemoryWatch], loaded: dict[str,
     table.notes += [
         f"every model in {ctx.models_dir} loaded (on {ctx.device.type}); RSS after load: read once the server "
         f"answered /readyz and /v1/models, before any tagging request; peak: sampled every 20 ms ({source}) "
-        "during all the load runs; VmHWM: the kernel's peak RSS of the process at the end (Linux only)",
+        "during the warm-up and all the load runs; VmHWM: the kernel's peak RSS of the process at the end (Linux only)",
     ]
     if ctx.device.type == "cuda":
         table.notes.append("RSS is host memory only; GPU memory is not counted")

@@ -97,6 +97,10 @@ class Tagger(nn.Module):
         out, _ = pad_packed_sequence(out, batch_first=True, total_length=width)
         return self.project(self.dropout(out))  # (B, L, T)
 
+    def forward(self, batch: Batch, tags: torch.Tensor) -> torch.Tensor:
+        """Training forward pass = the loss (so DistributedDataParallel can wrap the tagger)."""
+        return self.loss(batch, tags)
+
     def loss(self, batch: Batch, tags: torch.Tensor) -> torch.Tensor:
         """Summed negative log-likelihood of gold ``tags`` (B, L)."""
         scores = self.emissions(batch)

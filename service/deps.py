@@ -51,6 +51,23 @@ def require_json(request: Request) -> None:
 _bearer = HTTPBearer(auto_error=False, description="SEQTAG_ADMIN_TOKEN, when the service has one")
 
 
+def _sent_bytes(value: str) -> bytes:
+    """A header value as the bytes the client sent: ASGI servers decode header bytes as latin-1, so a
+    token's UTF-8 bytes arrive as latin-1 characters (never anything above U+00FF from a real client)."""
+    try:
+        return value.encode("latin-1")
+    except UnicodeEncodeError:
+        return value.encode("utf-8", "surrogatepass")
+
+
+def _token_bytes(token: str) -> bytes:
+    """The configured token's UTF-8 bytes (undecodable bytes from the environment come back as they were)."""
+    try:
+        return token.encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:
+        return token.encode("utf-8", "surrogatepass")
+
+
 def require_admin(
     request: Request, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
 ) -> None:
@@ -59,8 +76,7 @@ def require_admin(
     if token is None:
         return
     given = credentials.credentials if credentials is not None and credentials.scheme.lower() == "bearer" else ""
-    if not given or not hmac.compare_digest(given.encode("utf-8", "surrogatepass"),
-                                            token.get_secret_value().encode("utf-8", "surrogatepass")):
+    if not given or not hmac.compare_digest(_sent_bytes(given), _token_bytes(token.get_secret_value())):
         raise ServiceError(401, "unauthorized", "this endpoint needs 'Authorization: Bearer <admin token>'",
                            headers={"WWW-Authenticate": "Bearer"})
 

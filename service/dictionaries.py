@@ -27,7 +27,8 @@ class DictionaryNotFound(KeyError):
 
 
 def valid_name(name: str) -> bool:
-    return bool(_NAME.match(name)) and name not in (".", "..")
+    # fullmatch: with match, "$" would also accept a name ending in a newline ("brands\n")
+    return bool(_NAME.fullmatch(name)) and name not in (".", "..")
 
 
 def to_entries(raw: Iterable[Any]) -> list[Entry]:

@@ -35,7 +35,8 @@ PREFERRED = {"seg": "zh-seg", "pos": "zh-pos", "ner": "zh-ner"}
 
 
 def valid_name(name: str) -> bool:
-    return bool(_NAME.match(name)) and name not in (".", "..")
+    # fullmatch: with match, "$" would also accept a name ending in a newline ("brands\n")
+    return bool(_NAME.fullmatch(name)) and name not in (".", "..")
 
 
 def checkpoint_version(directory: Path) -> str:

@@ -145,6 +145,10 @@ def cmd_train(args: argparse.Namespace) -> int:
             raise UsageError("--task is required (seg, pos or ner)")
         config = build_config(TASK_DEFAULTS[task], file_layer, flags)
     trainer = Trainer(config, resume=args.resume)
+    if not trainer.dist.is_main:  # other data-parallel ranks train silently
+        for _ in trainer.train():
+            pass
+        return 0
     d = trainer.data
     print(f"train: {len(d.ids)} sentences ({d.spans} spans, {d.misaligned} off unit boundaries, "
           f"{d.dropped} sentences left out); dev: {len(trainer.dev_examples)}; tags: {len(trainer.meta.tags)}; "

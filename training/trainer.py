@@ -116,11 +116,64 @@ def make_batches(lengths: Sequence[int], batch_size: int, max_units: int, rng: n
 
 # ---- the trainer -----------------------------------------------------------
 
+@dataclass
+class Distributed:
+    """Data-parallel context from torchrun's environment (WORLD_SIZE, RANK, LOCAL_RANK)."""
+
+    world: int = 1
+    rank: int = 0
+    local_rank: int = 0
+
+    @classmethod
+    def from_env(cls) -> "Distributed":
+        return cls(int(os.environ.get("WORLD_SIZE", 1)), int(os.environ.get("RANK", 0)),
+                   int(os.environ.get("LOCAL_RANK", 0)))
+
+    @property
+    def enabled(self) -> bool:
+        return self.world > 1
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    def start(self, device: torch.device) -> torch.device:
+        """Join the process group: NCCL on GPUs (one per local rank), gloo on CPU."""
+        if not self.enabled:
+            return device
+        import torch.distributed as dist
+
+        if device.type == "cuda":
+            device = torch.device("cuda", self.local_rank)
+            torch.cuda.set_device(device)
+        if not dist.is_initialized():
+            dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+        return device
+
+    def agree(self, value: float, minimum: bool = True) -> float:
+        """The same number on every rank (the minimum or maximum), so no rank runs a step the others skip."""
+        if not self.enabled:
+            return value
+        import torch.distributed as dist
+
+        t = torch.tensor([float(value)], dtype=torch.float64)
+        dist.all_reduce(t, op=dist.ReduceOp.MIN if minimum else dist.ReduceOp.MAX)
+        return float(t.item())
+
+    def stop(self) -> None:
+        if self.enabled:
+            import torch.distributed as dist
+
+            if dist.is_initialized():
+                dist.destroy_process_group()
+
+
 class Trainer:
     def __init__(self, config: TrainConfig, resume: bool = False):
         self.config = config
         self.out = Path(config.out)
-        self.device = pick_device(config.run.device)
+        self.dist = Distributed.from_env()
+        self.device = self.dist.start(pick_device(config.run.device))
         if self.device.type == "cpu":
             torch.set_num_threads(config.run.threads or max(1, os.cpu_count() or 1))
         self._seed(config.run.seed)
@@ -138,6 +191,12 @@ class Trainer:
         self.data = encode_examples(self.train_examples, self.codec, self.meta.scheme, self.meta.tags)
         self._check_alignment()
         self.tagger.to(self.device)
+        self.model = self.tagger
+        if self.dist.enabled:
+            from torch.nn.parallel import DistributedDataParallel
+
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            self.model = DistributedDataParallel(self.tagger, device_ids=ids)
         self.optimizer = self._make_optimizer()
         self.ema: dict[str, torch.Tensor] = {}
         if resume and (self.out / "last" / STATE_JSON).exists():
@@ -210,9 +269,14 @@ class Trainer:
         return o.lr * (o.min_lr_ratio + (1 - o.min_lr_ratio) * factor)
 
     def _epoch_batches(self, epoch: int) -> list[list[int]]:
+        """This rank's batches: every rank builds the same list, then takes every world-th batch
+        (the same count on each rank, so gradient all-reduces always pair up)."""
         rng = np.random.default_rng(self.config.run.seed * 1000 + epoch)
         lengths = [len(x) for x in self.data.ids]
-        return make_batches(lengths, self.config.optim.batch_size, self.config.optim.max_batch_units, rng)
+        batches = make_batches(lengths, self.config.optim.batch_size, self.config.optim.max_batch_units, rng)
+        world, rank = self.dist.world, self.dist.rank
+        usable = len(batches) - len(batches) % world if len(batches) >= world else len(batches)
+        return batches[rank:usable:world] if world > 1 else batches
 
     # -- steps
     def _tensors(self, idx: list[int], generator: torch.Generator):
@@ -237,7 +301,7 @@ class Trainer:
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp):
-            loss = self.tagger.loss(batch, tags)
+            loss = self.model(batch, tags)  # Tagger.forward is the loss; DDP syncs gradients in backward
         self.optimizer.zero_grad(set_to_none=True)
         (loss / len(idx)).backward()
         torch.nn.utils.clip_grad_norm_(self.tagger.parameters(), self.config.optim.clip)
@@ -299,15 +363,15 @@ class Trainer:
         if not self.resumed:  # a fresh run in a used directory starts a fresh log
             (self.out / "log.jsonl").unlink(missing_ok=True)
         deadline = time.monotonic() + 60 * cfg.run.max_minutes if cfg.run.max_minutes else math.inf
-        while (self.state["epoch"] < cfg.optim.epochs and self.state["bad_epochs"] < cfg.optim.patience
-               and time.monotonic() < deadline):
+        while self.dist.agree(self.state["epoch"] < cfg.optim.epochs and self.state["bad_epochs"] < cfg.optim.patience
+                              and time.monotonic() < deadline):
             epoch = self.state["epoch"]
             batches = self._epoch_batches(epoch)
             generator = torch.Generator().manual_seed(cfg.run.seed + epoch)
             self.tagger.train()
             start, loss_sum, units = time.perf_counter(), 0.0, 0
             bar = tqdm(total=len(batches), initial=self.state["epoch_step"], desc=f"epoch {epoch + 1}",
-                       disable=not cfg.run.progress, leave=False)
+                       disable=not cfg.run.progress or not self.dist.is_main, leave=False)
             for b in range(self.state["epoch_step"], len(batches)):
                 idx = batches[b]
                 loss_sum += self._step(idx, self.lr_at(self.state["step"], total), generator)
@@ -320,13 +384,15 @@ class Trainer:
                     self.state.pop("pending_eval", None)
             bar.close()
             train_seconds = time.perf_counter() - start
-            total = self._budgeted_total(total, deadline, time.perf_counter() - start, len(batches))
+            total = int(self.dist.agree(self._budgeted_total(total, deadline, train_seconds, len(batches))))
             record = {"epoch": epoch + 1, "step": self.state["step"], "loss": loss_sum / max(units, 1),
                       "lr": self.lr_at(self.state["step"], total), "train_seconds": round(train_seconds, 2),
                       "train_units_per_s": round(units / max(train_seconds, 1e-9))}
             record.update(self._end_epoch())
-            self._log(record)
+            if self.dist.is_main:
+                self._log(record)
             yield record
+        self.dist.stop()
 
     def _budgeted_total(self, total: int, deadline: float, epoch_seconds: float, steps: int) -> int:
         """With a time budget, end the LR schedule where the budget will run out (epoch time incl. eval)."""
@@ -354,14 +420,18 @@ class Trainer:
             self.meta.extra["dev_metrics"] = {k: v for k, v in dev.items() if k != "per_type"} | (
                 {"per_type": dev["per_type"]} if "per_type" in dev else {})
             self.meta.extra["epoch"] = self.state["epoch"] + 1
-            save_checkpoint(self.out / "best", self.tagger, self.codec, self.meta, half=self.config.run.half_weights)
+            if self.dist.is_main:
+                save_checkpoint(self.out / "best", self.tagger, self.codec, self.meta,
+                                half=self.config.run.half_weights)
         else:
             self.state["bad_epochs"] += 1
         return {"dev": dev, "is_best": improved, "best_f1": self.state["best_f1"]}
 
     # -- persistence
     def _snapshot(self) -> None:
-        """Resume point: weights, codec, optimizer and counters, written atomically."""
+        """Resume point: weights, codec, optimizer and counters, written atomically (by rank 0)."""
+        if not self.dist.is_main:
+            return
         last = self.out / "last"
         save_checkpoint(last, self.tagger, self.codec, self.meta)
         tensors, groups = {}, []
