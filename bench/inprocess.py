@@ -80,8 +80,8 @@ def throughput(ctx: Context, source: TextSource, pipelines: list[tuple[ModelInfo
         runs[("LAC", None)] = lac_run
 
     texts = source.texts
-    # A first, untimed pass: CPU LSTM kernels are set up once per sequence shape (oneDNN), ONNX Runtime and
-    # allocators warm up; its time is shown as "first pass s".
+    # A first pass kept out of the medians: CPU LSTM kernels are set up once per sequence shape (oneDNN), ONNX
+    # Runtime and allocators warm up. Its time is shown as "first pass s".
     first = {key: timed(lambda: run_(texts)) for key, run_ in runs.items()}
     seconds: dict[tuple[str, int | None], list[float]] = {key: [] for key in runs}
     for _ in range(ctx.repeats):  # interleaved, so every tagger sees the same machine conditions
@@ -98,7 +98,8 @@ def throughput(ctx: Context, source: TextSource, pipelines: list[tuple[ModelInfo
                   ratio(speed[key], lac_speed) if is_seqtag else "—")
     table.notes += [
         f"text: {source.describe()}; one pass tags all of it; medians over {ctx.repeats_text} (interleaved) "
-        "after one untimed warm-up pass (\"first pass s\": per-shape kernel set-up makes it slower on CPU)",
+        "after one warm-up pass kept out of them (its time is \"first pass s\": kernel set-up per new sequence "
+        "shape makes it slower on CPU)",
         f"seqtag: `Pipeline.predict(texts, max_batch=B)` on {ctx.device}, {torch.get_num_threads()} torch threads, "
         "float32; ratios are chars/s over chars/s measured in this run",
         jieba_note,
@@ -116,6 +117,7 @@ def whole_process(ctx: Context, source: TextSource) -> Table:
     text_file.write_text("\n".join(source.texts) + "\n", encoding="utf-8")
     empty_file = ctx.workdir / "empty.txt"
     empty_file.write_text("", encoding="utf-8")
+    stdout = ctx.workdir / "stdout.out"  # jieba writes its output here; seqtag writes to --output
 
     def seqtag(path: Path) -> list[str]:
         return [sys.executable, "-m", "training.cli", "predict", str(model.path), str(path),
@@ -133,11 +135,11 @@ def whole_process(ctx: Context, source: TextSource) -> Table:
         if has_jieba:
             commands[("python -m jieba", "empty file")] = jieba(empty_file)
         for cmd in commands.values():  # warm-up: OS file cache, jieba's dictionary cache
-            run_process(cmd)
+            run_process(cmd, stdout)
     seconds: dict[tuple[str, str], list[float]] = {key: [] for key in commands}
     for _ in range(ctx.repeats):
         for key, cmd in commands.items():
-            seconds[key].append(run_process(cmd))
+            seconds[key].append(run_process(cmd, stdout))
 
     def speed(key: tuple[str, str]) -> float | None:
         return source.chars / median(seconds[key]) if key in seconds and key[1] == "dev text" else None
@@ -160,13 +162,14 @@ def whole_process(ctx: Context, source: TextSource) -> Table:
     return table
 
 
-def run_process(cmd: list[str]) -> float:
-    """Wall-clock seconds of a command run to completion from the repository root (stdout discarded)."""
+def run_process(cmd: list[str], stdout: Path) -> float:
+    """Wall-clock seconds of a command run to completion from the repository root, its output to ``stdout``."""
     result: dict[str, subprocess.CompletedProcess] = {}
 
     def go() -> None:
-        result["done"] = subprocess.run(cmd, cwd=REPO_ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                                        stdin=subprocess.DEVNULL, timeout=600)
+        with open(stdout, "wb") as out:
+            result["done"] = subprocess.run(cmd, cwd=REPO_ROOT, stdout=out, stderr=subprocess.PIPE,
+                                            stdin=subprocess.DEVNULL, timeout=600)
 
     seconds = timed(go)
     done = result["done"]

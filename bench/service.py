@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import importlib.util
 import os
 import socket
 import subprocess
@@ -22,13 +23,11 @@ CONFIGS = {"on": {}, "off": {"SEQTAG_MAX_BATCH_SIZE": "1"}}  # batching -> extra
 CONCURRENCY = (1, 8, 32, 64)
 SMOKE_CONCURRENCY = (1, 2)
 RATIO_CONCURRENCY = 32  # where the batched/unbatched throughput ratio is read
-WARMUP_CONCURRENCY = 8
+WARMUP_CONCURRENCY = 1  # one sentence per forward pass: the (1, length) shapes light traffic meets
 
 
 def run(ctx: Context) -> list[Table]:
-    try:
-        import httpx  # noqa: F401
-    except ImportError:
+    if importlib.util.find_spec("httpx") is None:
         return skipped(TITLES, "not measured: httpx is not installed (`pip install -e .[test]`)")
     model = ctx.seg_model()
     if model is None:
@@ -53,7 +52,7 @@ def run(ctx: Context) -> list[Table]:
                     per_worker = requests_per_worker(ctx, level)
                     for name, server in servers.items():
                         result = asyncio.run(load(server.base, model.name, pool, level, per_worker,
-                                                  cap_s=10 if ctx.smoke else 60))
+                                                  cap_s=time_cap(ctx)))
                         results.setdefault((name, level), []).append(result)
         finally:
             for watch in memory.values():
@@ -65,6 +64,11 @@ def run(ctx: Context) -> list[Table]:
         ratio_table(levels, results),
         memory_table(ctx, memory, loaded),
     ]
+
+
+def time_cap(ctx: Context) -> float:
+    """Seconds one load run may take before its workers stop sending."""
+    return 10 if ctx.smoke else 60
 
 
 def requests_per_worker(ctx: Context, concurrency: int) -> int:
@@ -229,10 +233,11 @@ def load_table(ctx: Context, model: str, pool: list[str], levels, results) -> Ta
         f"SEQTAG_DEVICE={ctx.device.type}, SEQTAG_LOG_LEVEL=warning (no access log), other SEQTAG_* unset",
         "load: one asyncio httpx client in the benchmark process, one keep-alive connection per worker, each worker "
         "sends its requests back to back; the loops are bounded by the requests per worker and a time cap "
-        f"({10 if ctx.smoke else 60} s); latency is client-side, send to answer",
+        f"({time_cap(ctx):.0f} s); latency is client-side, send to answer",
         ("--smoke: no warm-up" if ctx.smoke else
          f"before the measurements each server tags every sentence once (untimed, concurrency {WARMUP_CONCURRENCY}), "
-         "so per-shape kernel set-up is not in the numbers"),
+         "so the one-off kernel set-up for each new single-sentence shape is paid before timing (batches of "
+         "other shapes may still meet it)"),
         f"texts/s, chars/s, p50, p99: medians over {ctx.repeats_text} (the two servers measured alternately); "
         "ok/errors: totals (errors = non-200 answers or transport errors)",
         f"the client shares the machine's {os.cpu_count()} cores with the server; at high concurrency it costs "

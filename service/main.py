@@ -22,13 +22,19 @@ def __getattr__(name: str) -> Any:
 
 
 def run(models: str | None = None, host: str | None = None, port: int | None = None,
-        device: str | None = None) -> int:
-    """Start uvicorn with Settings from the environment, the arguments given overriding it."""
+        device: str | None = None, workers: int | None = None) -> int:
+    """Start uvicorn with Settings from the environment, the arguments given overriding it.
+
+    With ``workers`` > 1, uvicorn starts that many processes, each building its own app
+    (models, batchers, metrics) from the environment: stateless replicas behind one port.
+    """
+    import os
+
     import uvicorn
 
     from models.pipeline import pick_device
 
-    overrides = {"models_dir": models, "host": host, "port": port, "device": device}
+    overrides = {"models_dir": models, "host": host, "port": port, "device": device, "workers": workers}
     try:
         settings = Settings(**{k: v for k, v in overrides.items() if v is not None})
         pick_device(settings.device)
@@ -41,6 +47,14 @@ def run(models: str | None = None, host: str | None = None, port: int | None = N
         return 2
     level = "DEBUG" if settings.log_level == "trace" else settings.log_level.upper()
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if settings.workers > 1:
+        # each worker re-reads the environment, so pass the command-line overrides through it
+        for key, value in overrides.items():
+            if value is not None:
+                os.environ[f"SEQTAG_{key.upper()}"] = str(value)
+        uvicorn.run("service.main:app", host=settings.host, port=settings.port, workers=settings.workers,
+                    log_level=settings.log_level, timeout_graceful_shutdown=10)
+        return 0
     uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level=settings.log_level,
                 timeout_graceful_shutdown=10)
     return 0

@@ -23,7 +23,7 @@ from typing import Any, Iterator
 
 import torch
 
-from models.checkpoint import REQUIRED_FILES, CheckpointError
+from models.checkpoint import REQUIRED_FILES, CheckpointError, read_config
 from models.pipeline import Pipeline
 from service.batcher import Batcher
 from service.metrics import Metrics
@@ -51,6 +51,16 @@ def checkpoint_version(directory: Path) -> str:
         except OSError as exc:
             raise CheckpointError(f"{path}: cannot read ({exc.strerror or exc})") from None
     return digest.hexdigest()[:12]
+
+
+def check_finite(pipeline: Pipeline, directory: Path) -> None:
+    """Refuse weights holding NaN or infinities: safetensors has no checksum, so flipped bits in the
+    tensor data (or a diverged training run) load without error and would tag nonsense."""
+    bad = [name for name, tensor in pipeline.tagger.state_dict().items()
+           if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all())]
+    if bad:
+        raise CheckpointError(f"{directory}/model.safetensors: weights contain NaN or infinite values "
+                              f"({', '.join(bad[:5])}); the file is corrupt or training diverged")
 
 
 @dataclass(eq=False)
@@ -213,8 +223,16 @@ class ModelRegistry:
 
     def _load_one(self, directory: Path) -> tuple[Pipeline, str, float]:
         start = time.perf_counter()
+        # Layout and format first: its errors name the problem (pickled weights only, missing files,
+        # a newer format) where hashing would only say that some file cannot be read.
+        read_config(directory)
         version = checkpoint_version(directory)
         pipeline = Pipeline.load(directory, self.device, self.settings.cuda_precision)
+        check_finite(pipeline, directory)
+        if checkpoint_version(directory) != version:
+            # files replaced one by one while we read them: the pipeline may mix two checkpoints
+            raise CheckpointError(f"{directory}: the checkpoint changed on disk while it was being loaded; "
+                                  "reload again once it is written")
         return pipeline, version, time.perf_counter() - start
 
     def _batcher(self, name: str, pipeline: Pipeline) -> Batcher:

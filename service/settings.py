@@ -38,6 +38,8 @@ class Settings(BaseSettings):
     """TCP port (default 8000)."""
 
     device: Literal["auto", "cpu", "cuda"] = "auto"
+    #: uvicorn worker processes; each has its own models and batchers (stateless replicas).
+    workers: int = Field(1, ge=1, le=64)
     #: Encoder precision on CUDA (the CRF always decodes in float32). float16 is faster; tests/integration/
     #: test_cuda.py checks that it gives the same tags where CUDA is present. Ignored on CPU.
     cuda_precision: Literal["float32", "float16", "bfloat16"] = "float32"

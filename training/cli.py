@@ -103,6 +103,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--host")
     s.add_argument("--port", type=int)
     s.add_argument("--device", choices=["auto", "cpu", "cuda"])
+    s.add_argument("--workers", type=int, help="uvicorn worker processes (replicas, each with its own batchers)")
     return parser
 
 
@@ -271,7 +272,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         from service.main import run
     except ImportError as exc:
         raise UsageError(f"the service is not available: {exc}") from None
-    return run(models=args.models, host=args.host, port=args.port, device=args.device)
+    return run(models=args.models, host=args.host, port=args.port, device=args.device, workers=args.workers)
 
 
 COMMANDS = {"train": cmd_train, "evaluate": cmd_evaluate, "predict": cmd_predict, "compact": cmd_compact,

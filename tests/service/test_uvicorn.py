@@ -30,7 +30,8 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def serve(models_dir: Path, tmp_path: Path, attempts: int = 3) -> Iterator[tuple[str, subprocess.Popen, Path]]:
+def serve(models_dir: Path, tmp_path: Path, attempts: int = 3,
+          extra: tuple[str, ...] = ()) -> Iterator[tuple[str, subprocess.Popen, Path]]:
     """``seqtag serve`` (``python -m training.cli serve``) on a free loopback port; killed at the end if still up.
 
     The port is picked free and then handed to the server, so another process may take it in between: the
@@ -43,7 +44,7 @@ def serve(models_dir: Path, tmp_path: Path, attempts: int = 3) -> Iterator[tuple
         port = free_port()
         log_path = tmp_path / f"server-{attempt}.log"
         cmd = [sys.executable, "-m", "training.cli", "serve", "--models", str(models_dir),
-               "--host", "127.0.0.1", "--port", str(port), "--device", "cpu"]
+               "--host", "127.0.0.1", "--port", str(port), "--device", "cpu", *extra]
         with open(log_path, "wb") as log:
             proc = subprocess.Popen(cmd, cwd=REPO_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
         try:
@@ -132,3 +133,14 @@ def test_served_process_answers_concurrent_requests_like_sequential_ones(models_
         assert "Application shutdown complete" in log and "Finished server process" in log, log[-3000:]
         assert "Traceback" not in log, log[-3000:]
         print(f"{len(answers)} concurrent requests in {elapsed:.2f} s")
+
+
+def test_worker_processes_are_independent_replicas(models_dir, tmp_path):
+    """--workers 2: two processes behind one port, each with its own models and batchers."""
+    with serve(models_dir, tmp_path, extra=("--workers", "2")) as (base, proc, log_path):
+        texts = ["我们在北京工作。", "张伟明喜欢音乐。"]
+        with httpx.Client(base_url=base, timeout=30) as client:
+            answers = [client.post("/v1/segment", json={"texts": texts}).json()["results"] for _ in range(12)]
+        assert all(a == answers[0] for a in answers)
+        log = log_path.read_text(errors="replace")
+        assert log.lower().count("application startup complete") == 2, log[-2000:]
