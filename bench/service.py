@@ -228,8 +228,9 @@ def load_table(ctx: Context, model: str, pool: list[str], levels, results) -> Ta
                       ms(median([percentile(r.latencies, 99) or 0 for r in runs])))
     table.notes += [
         f"`POST /v1/segment` with one sentence per request (model {model}), sentences from {ctx.dev_texts().origin}",
-        "two `seqtag serve` processes (uvicorn) on 127.0.0.1 started together: batching on = default settings "
-        "(SEQTAG_MAX_BATCH_SIZE 64, SEQTAG_MAX_WAIT_MS 5), off = SEQTAG_MAX_BATCH_SIZE=1; both with "
+        "two `seqtag serve` processes (uvicorn, one worker each) on 127.0.0.1 started together: batching on = "
+        f"default settings (SEQTAG_MAX_BATCH_SIZE {default('max_batch_size')}, SEQTAG_MAX_WAIT_MS "
+        f"{default('max_wait_ms')}), off = SEQTAG_MAX_BATCH_SIZE=1; both with "
         f"SEQTAG_DEVICE={ctx.device.type}, SEQTAG_LOG_LEVEL=warning (no access log), other SEQTAG_* unset",
         "load: one asyncio httpx client in the benchmark process, one keep-alive connection per worker, each worker "
         "sends its requests back to back; the loops are bounded by the requests per worker and a time cap "
@@ -244,6 +245,13 @@ def load_table(ctx: Context, model: str, pool: list[str], levels, results) -> Ta
         "CPU time the server does not get",
     ]
     return table
+
+
+def default(setting: str) -> object:
+    """The service's default for one of its settings."""
+    from service.settings import Settings
+
+    return Settings.model_fields[setting].default
 
 
 def ms(seconds: float | None) -> float | None:

@@ -44,6 +44,8 @@ class Pipeline:
             raise ValueError(f"precision must be float32, float16 or bfloat16, not {precision!r}")
         device = pick_device(device)
         tagger, codec, meta = load_checkpoint(directory, device)
+        if device.type == "cpu" and meta.extra.get("inference", {}).get("quantize") == "int8":
+            tagger = quantize_int8(tagger)
         return cls(tagger, codec, meta, device, precision)
 
     @property
@@ -195,6 +197,17 @@ class Pipeline:
             prefix, tag_label = split_tag(tag)
             allowed.append(prefix in prefixes and prefix != OUTSIDE and (not label or tag_label == label))
         return torch.tensor(allowed)
+
+
+def quantize_int8(tagger: Tagger) -> Tagger:
+    """Dynamic int8 quantisation of the encoder and projection for CPU inference (CRF stays float)."""
+    import warnings
+
+    from torch.ao.quantization import quantize_dynamic
+
+    with warnings.catch_warnings():  # torch marks the quantised tensor constructors as deprecated
+        warnings.simplefilter("ignore", UserWarning)
+        return quantize_dynamic(tagger, {torch.nn.LSTM, torch.nn.GRU, torch.nn.Linear}, dtype=torch.qint8)
 
 
 def _span_minima(values: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> list[float]:

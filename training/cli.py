@@ -97,7 +97,10 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("model")
     c.add_argument("out")
     c.add_argument("--max-bigrams", type=int, help="keep only the N most frequent bigrams")
-    c.add_argument("--half", action="store_true", help="store weights in float16")
+    c.add_argument("--half", action=argparse.BooleanOptionalAction, default=None,
+                   help="store weights in float16 (default: as the source checkpoint)")
+    c.add_argument("--int8", action=argparse.BooleanOptionalAction, default=None,
+                   help="mark the model for dynamic int8 quantisation of encoder and projection on CPU")
     s = sub.add_parser("serve", help="start the HTTP service")
     s.add_argument("--models", help="directory of checkpoint directories")
     s.add_argument("--host")
@@ -256,12 +259,15 @@ def cmd_compact(args: argparse.Namespace) -> int:
     from models.checkpoint import load_checkpoint, save_checkpoint
 
     tagger, codec, meta = load_checkpoint(args.model, "cpu")
+    half = args.half if args.half is not None else meta.extra.get("weights_dtype") == "float16"
     if args.max_bigrams is not None:
         codec.truncate_bigrams(args.max_bigrams)
         tagger.truncate_bigrams(codec.num_bigrams)
         meta.extra.setdefault("training", {}).setdefault("codec", {})["max_bigrams"] = args.max_bigrams
-    meta.extra["compacted_from"] = {"max_bigrams": args.max_bigrams, "half": args.half}
-    save_checkpoint(args.out, tagger, codec, meta, half=args.half)
+    meta.extra["compacted_from"] = {"max_bigrams": args.max_bigrams, "half": half}
+    if args.int8 is not None:
+        meta.extra["inference"] = {**meta.extra.get("inference", {}), "quantize": "int8" if args.int8 else None}
+    save_checkpoint(args.out, tagger, codec, meta, half=half)
     size = sum(p.stat().st_size for p in Path(args.out).iterdir())
     print(f"wrote {args.out} ({size / 1e6:.1f} MB)", file=sys.stderr)
     return 0

@@ -446,3 +446,21 @@ def test_pickle_checkpoint_is_refused_without_unpickling(no_pickle, tmp_path):
 def test_load_to_device_argument(saved):
     tagger, _, _ = load_checkpoint(saved, device=torch.device("cpu"))
     assert all(p.device.type == "cpu" for p in tagger.parameters())
+
+
+def test_compact_prunes_bigrams_keeps_dtype_and_marks_int8(tmp_path):
+    from models.pipeline import Pipeline
+    from tests.fixtures import train_tiny
+    from training.cli import main
+
+    run = train_tiny(tmp_path / "t", "seg", epochs=1, extra_flags=["--half-weights"])
+    src = run / "best"
+    out = tmp_path / "small"
+    assert main(["compact", str(src), str(out), "--max-bigrams", "5", "--int8"]) == 0
+    config = json.loads((out / "config.json").read_text())
+    assert config["weights_dtype"] == "float16" and config["inference"]["quantize"] == "int8"
+    pipeline = Pipeline.load(out, "cpu")
+    assert pipeline.codec.num_bigrams == 7
+    assert "Dynamic" in type(pipeline.tagger.project).__name__ or "quantized" in type(pipeline.tagger.project).__module__
+    [spans] = pipeline.predict(["我们在北京工作。"])
+    assert "".join(t for s in spans for t in "我们在北京工作。"[s.start:s.end]) == "我们在北京工作。"
