@@ -43,6 +43,7 @@ test-all: setup
 	$(BIN)/python -m pytest
 
 bench: setup
+	$(BIN)/pip install -q -e ".[bench]"
 	$(BIN)/python -m bench.run
 
 clean:

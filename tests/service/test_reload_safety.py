@@ -282,6 +282,33 @@ def test_a_new_model_that_is_bad_is_not_added(make_client, own_models_dir, train
     assert_error(client.post("/v1/segment", json={"text": "北京", "model": "seg-new"}), 404)
 
 
+def test_checkpoint_replaced_while_it_loads(make_client, own_models_dir, trained, monkeypatch):
+    """Files swapped one by one during the load (not an atomic directory rename) could mix two
+    checkpoints: the reload notices the content changed under it and keeps the previous version."""
+    import service.registry
+    from models.pipeline import Pipeline
+
+    client = make_client(models_dir=own_models_dir)
+    before = tag_all(client)
+    seg = own_models_dir / "zh-seg"
+    shutil.rmtree(seg)
+    shutil.copytree(trained["seg2"], seg)
+    real_load = Pipeline.load
+
+    def racing_load(directory, *args, **kwargs):
+        pipeline = real_load(directory, *args, **kwargs)
+        if Path(directory).name == "zh-seg":  # a writer replaces the weights right after we read them
+            shutil.copy(trained["seg"] / "model.safetensors", Path(directory) / "model.safetensors")
+        return pipeline
+
+    monkeypatch.setattr(service.registry.Pipeline, "load", racing_load)
+    error = assert_error(client.post("/v1/models/reload"), 409)
+    assert "changed on disk while it was being loaded" in error["details"]["failed"]["zh-seg"]
+    assert tag_all(client) == before
+    monkeypatch.setattr(service.registry.Pipeline, "load", real_load)
+    assert client.post("/v1/models/reload").status_code == 200  # settled: the next reload takes it
+
+
 # ---- reloads while requests are running ---------------------------------------------------------------
 
 

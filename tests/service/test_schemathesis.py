@@ -76,7 +76,3 @@ def test_the_run_was_not_vacuous():
     assert len(STATUSES) >= 13 and sum(map(len, STATUSES.values())) >= 13 * 10, {
         k: len(v) for k, v in STATUSES.items()}
 
-
-def test_zz_debug_print():
-    import collections
-    print({k: dict(collections.Counter(v)) for k, v in STATUSES.items()})
