@@ -207,6 +207,7 @@ def quantize_int8(tagger: Tagger) -> Tagger:
 
     with warnings.catch_warnings():  # torch marks the quantised tensor constructors as deprecated
         warnings.simplefilter("ignore", UserWarning)
+        warnings.simplefilter("ignore", DeprecationWarning)
         return quantize_dynamic(tagger, {torch.nn.LSTM, torch.nn.GRU, torch.nn.Linear}, dtype=torch.qint8)
 
 

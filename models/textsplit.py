@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import re
 
+from models.codec import is_space
+
 # A sentence ends after a terminator (plus closing quotes/brackets) or at a line break.
 _SENTENCE_END = re.compile(r"[。！？!?；;…]+[”’\"'）)\]】』」》]*|\n+|\r+")
 
@@ -15,7 +17,8 @@ def _is_run_char(ch: str) -> bool:
 def split_text(text: str, max_units: int) -> list[tuple[int, int]]:
     """``(start, end)`` pieces of ``text`` in order, each with at most ``max_units`` characters
     (so at most that many units), cut at sentence ends where possible and never inside a
-    Latin/digit run unless the run itself is longer than a window. Whitespace-only pieces are left out.
+    Latin/digit run unless the run itself is longer than a window. Pieces holding only whitespace
+    (the codec's definition, so no unit is lost) are left out.
     """
     if max_units < 1:
         raise ValueError("max_units must be >= 1")
@@ -25,7 +28,7 @@ def split_text(text: str, max_units: int) -> list[tuple[int, int]]:
         pieces.extend(_windows(text, start, match.end(), max_units))
         start = match.end()
     pieces.extend(_windows(text, start, len(text), max_units))
-    return [(a, b) for a, b in pieces if text[a:b].strip()]
+    return [(a, b) for a, b in pieces if not all(is_space(ch) for ch in text[a:b])]
 
 
 def _windows(text: str, start: int, end: int, size: int) -> list[tuple[int, int]]:

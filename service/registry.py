@@ -56,8 +56,9 @@ def checkpoint_version(directory: Path) -> str:
 def check_finite(pipeline: Pipeline, directory: Path) -> None:
     """Refuse weights holding NaN or infinities: safetensors has no checksum, so flipped bits in the
     tensor data (or a diverged training run) load without error and would tag nonsense."""
-    bad = [name for name, tensor in pipeline.tagger.state_dict().items()
-           if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all())]
+    bad = [name for name, tensor in pipeline.tagger.state_dict().items()  # int8 models hold packed params too
+           if isinstance(tensor, torch.Tensor) and tensor.is_floating_point()
+           and not bool(torch.isfinite(tensor).all())]
     if bad:
         raise CheckpointError(f"{directory}/model.safetensors: weights contain NaN or infinite values "
                               f"({', '.join(bad[:5])}); the file is corrupt or training diverged")

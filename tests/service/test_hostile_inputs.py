@@ -150,9 +150,6 @@ def test_each_hostile_text_alone(app_client, name):
         assert body["results"] == [{"tokens": [], "entities": []}]
 
 
-@pytest.mark.xfail(strict=True, reason="models/textsplit.split_text drops pieces that str.strip() empties, and "
-                   "Python strips U+001C..U+001F although they are not White_Space: the codec makes them units, "
-                   "the service never tags them")
 @pytest.mark.parametrize("text", ["\x1c", "北京。\x1f", "\x1c\x1d\x1e\x1f", "北京\n\x1e"])
 def test_information_separators_alone_are_tagged(app_client, text):
     check_answer(app_client.post("/v1/segment", json={"text": text}), [text], "segment")

@@ -271,6 +271,26 @@ def test_bad_checkpoint_at_start_up_is_reported_not_served(make_client, own_mode
     assert client.post("/v1/ner", json={"text": "北京"}).status_code == 200
 
 
+def test_the_finite_weights_check_accepts_int8_models(make_client, own_models_dir, trained):
+    """Dynamically quantised models hold packed parameters (not tensors) in their state: the NaN
+    check must look past them, not refuse every int8 model."""
+    import torch
+
+    if not [e for e in torch.backends.quantized.supported_engines if e != "none"]:
+        pytest.skip("no quantised engine in this torch build")
+    client = make_client(models_dir=own_models_dir, device="cpu")
+    target = own_models_dir / "seg-int8"
+    shutil.copytree(trained["seg"], target)
+    config = json.loads((target / "config.json").read_text(encoding="utf-8"))
+    config["inference"] = {"quantize": "int8"}
+    (target / "config.json").write_text(json.dumps(config), encoding="utf-8")
+    response = client.post("/v1/models/reload")
+    assert response.status_code == 200, response.text
+    assert response.json()["loaded"] == ["seg-int8"]
+    answer = client.post("/v1/segment", json={"text": SENTENCES[0], "model": "seg-int8"})
+    assert answer.status_code == 200 and answer.json()["results"][0]["tokens"]
+
+
 def test_a_new_model_that_is_bad_is_not_added(make_client, own_models_dir, trained):
     client = make_client(models_dir=own_models_dir)
     shutil.copytree(trained["seg"], own_models_dir / "seg-new")
