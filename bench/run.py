@@ -24,6 +24,7 @@ from bench.common import DEFAULT_CORPORA, DEFAULT_MODELS, REPO_ROOT, Context, Ta
 from bench.machine import header_rows
 
 BENCHMARKS = {"inprocess": inprocess, "service": service, "training": training}
+RECORDED = Path(__file__).resolve().parent / "RECORDED.md"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -107,7 +108,10 @@ def render(header: list[tuple[str, str]], tables: list[Table], notes: list[str],
               "in this same run. Regenerate with `make bench` (the whole file is replaced).", ""]
     lines += ["| | |", "|---|---|"] + [f"| {key} | {value} |" for key, value in header]
     lines += [""] + [f"- {note}" for note in notes] + ([""] if notes else [])
-    return "\n".join(lines) + "\n" + "\n".join(table.markdown() for table in tables)
+    text = "\n".join(lines) + "\n" + "\n".join(table.markdown() for table in tables)
+    if not smoke and RECORDED.exists():  # measurements this suite cannot repeat here (e.g. a lent GPU)
+        text += "\n" + RECORDED.read_text(encoding="utf-8")
+    return text
 
 
 if __name__ == "__main__":
