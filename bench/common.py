@@ -1,15 +1,22 @@
-"""What every benchmark shares: the run context (sizes, device, models, texts), tables and timing helpers."""
+"""What every benchmark shares: the run context (sizes, device, models, texts), tables, timing helpers, and
+real ``seqtag serve`` processes on loopback (started, waited for, stopped; their memory)."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
+import os
 import shutil
+import socket
 import statistics
+import subprocess
+import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterator, Mapping, Sequence
 
 import torch
 
@@ -239,3 +246,157 @@ def find_models(directory: Path) -> list[ModelInfo]:
                     continue
                 models.append(ModelInfo(sub.name, sub, task))
     return models
+
+
+# ---- servers ---------------------------------------------------------------
+
+@dataclass
+class Server:
+    """One ``seqtag serve`` process (uvicorn, one worker) on 127.0.0.1."""
+
+    name: str
+    base: str
+    proc: subprocess.Popen
+    log: Path
+
+    def models(self) -> int:
+        import httpx
+
+        return len(httpx.get(self.base + "/v1/models", timeout=30).json()["models"])
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def server_env(ctx: Context, name: str, extra: Mapping[str, str], models_dir: Path | None = None) -> dict[str, str]:
+    """Default settings (not the shell's SEQTAG_*), warning-level logs, then ``extra``."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SEQTAG_")}
+    env.update(SEQTAG_MODELS_DIR=str(models_dir or ctx.models_dir), SEQTAG_DEVICE=ctx.device.type,
+               SEQTAG_LOG_LEVEL="warning", SEQTAG_DICTIONARIES_DIR=str(ctx.workdir / f"dictionaries-{name}"),
+               PYTHONUNBUFFERED="1")
+    env.update(extra)
+    return env
+
+
+def start_server(ctx: Context, name: str, extra: Mapping[str, str], attempt: int = 1,
+                 models_dir: Path | None = None) -> Server:
+    port = free_port()
+    log = ctx.workdir / f"server-{name}-{attempt}.log"
+    cmd = [sys.executable, "-m", "training.cli", "serve", "--host", "127.0.0.1", "--port", str(port)]
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(cmd, cwd=REPO_ROOT, env=server_env(ctx, name, extra, models_dir), stdout=out,
+                                stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+    return Server(name, f"http://127.0.0.1:{port}", proc, log)
+
+
+def stop_server(server: Server) -> None:
+    """Terminate (then kill) the process; a no-op once it has ended."""
+    if server.proc.poll() is None:
+        server.proc.terminate()
+        try:
+            server.proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            server.proc.kill()
+            server.proc.wait(timeout=10)
+
+
+def wait_ready(server: Server, timeout: float) -> bool:
+    import httpx
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if server.proc.poll() is not None:
+            return False
+        with contextlib.suppress(httpx.TransportError):
+            if httpx.get(server.base + "/readyz", timeout=2).status_code == 200:
+                return True
+        time.sleep(0.2)
+    return False
+
+
+@contextlib.contextmanager
+def running_servers(ctx: Context, configs: Mapping[str, Mapping[str, str]], models_dir: Path | None = None,
+                    attempts: int = 3) -> Iterator[dict[str, Server]]:
+    """One server per ``configs`` entry (name -> extra environment), started together and ready; always
+    stopped at the end. A port taken between picking it and binding it ("address already in use") is retried
+    with another."""
+    servers: dict[str, Server] = {}
+    try:
+        pending = list(configs)
+        for attempt in range(1, attempts + 1):
+            for name in pending:
+                servers[name] = start_server(ctx, name, configs[name], attempt, models_dir)
+            failed = [name for name in pending if not wait_ready(servers[name], timeout=180)]
+            for name in failed:
+                stop_server(servers[name])
+                output = servers[name].log.read_text(errors="replace")
+                if "address already in use" not in output.lower() or attempt == attempts:
+                    raise RuntimeError(f"the server {name!r} did not get ready "
+                                       f"(exit status {servers[name].proc.poll()}):\n{output[-3000:]}")
+            pending = failed
+            if not pending:
+                break
+        yield servers
+    finally:
+        for server in servers.values():
+            stop_server(server)
+
+
+class MemoryWatch:
+    """Resident set size of a process: now, and the highest seen by sampling every 20 ms while started."""
+
+    def __init__(self, pid: int):
+        self.pid = pid
+        self.after_load: int | None = None
+        self.peak: int | None = None
+        self.high_water: int | None = None
+        self.source = "psutil"
+        try:
+            import psutil
+
+            self._process = psutil.Process(pid)
+        except ImportError:
+            self._process = None
+            self.source = "/proc/PID/status VmRSS"
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+
+    def rss(self) -> int | None:
+        if self._process is not None:
+            try:
+                return self._process.memory_info().rss
+            except Exception:  # the process is gone
+                return None
+        kb = self._status_kb("VmRSS")
+        return None if kb is None else kb * 1024
+
+    def vm_hwm(self) -> int | None:
+        """The kernel's own peak RSS of the process (Linux), for comparison with the sampled peak."""
+        kb = self._status_kb("VmHWM")
+        return None if kb is None else kb * 1024
+
+    def _status_kb(self, key: str) -> int | None:
+        try:
+            for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
+                if line.startswith(key + ":"):
+                    return int(line.split()[1])
+        except (OSError, ValueError, IndexError):
+            pass
+        return None
+
+    def _sample(self) -> None:
+        while not self._stop.is_set():
+            value = self.rss()
+            if value is not None:
+                self.peak = max(self.peak or 0, value)
+            self._stop.wait(0.02)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)

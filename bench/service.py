@@ -4,19 +4,13 @@ one with it off (``SEQTAG_MAX_BATCH_SIZE=1``), loaded side by side with bounded 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import importlib.util
 import os
-import socket
-import subprocess
-import sys
-import threading
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Iterator
 
-from bench.common import REPO_ROOT, Context, Table, median, percentile, ratio, skipped
+from bench.common import (Context, MemoryWatch, Table, median, percentile, ratio, running_servers,
+                          skipped)
 
 TITLES = ("Service throughput and latency", "Service batching ratios", "Service memory")
 CONFIGS = {"on": {}, "off": {"SEQTAG_MAX_BATCH_SIZE": "1"}}  # batching -> extra environment
@@ -35,7 +29,7 @@ def run(ctx: Context) -> list[Table]:
         return skipped(TITLES, note)
     pool = [t for t in ctx.dev_texts().texts if t.strip()]
     levels = SMOKE_CONCURRENCY if ctx.smoke else CONCURRENCY
-    with running_servers(ctx) as servers:
+    with running_servers(ctx, CONFIGS) as servers:  # named "on" and "off"
         memory = {name: MemoryWatch(server.proc.pid) for name, server in servers.items()}
         loaded = {name: server.models() for name, server in servers.items()}
         for watch in memory.values():
@@ -74,94 +68,6 @@ def time_cap(ctx: Context) -> float:
 def requests_per_worker(ctx: Context, concurrency: int) -> int:
     """Fixed per level: about 400 requests in all, at least 20 per worker (3 in --smoke mode)."""
     return 3 if ctx.smoke else max(20, -(-400 // concurrency))
-
-
-# ---- servers -------------------------------------------------------------------------------------------------
-
-@dataclass
-class Server:
-    base: str
-    proc: subprocess.Popen
-    log: Path
-
-    def models(self) -> int:
-        import httpx
-
-        return len(httpx.get(self.base + "/v1/models", timeout=30).json()["models"])
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def server_env(ctx: Context, batching: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SEQTAG_")}  # default settings, not the shell's
-    env.update(SEQTAG_MODELS_DIR=str(ctx.models_dir), SEQTAG_DEVICE=ctx.device.type, SEQTAG_LOG_LEVEL="warning",
-               SEQTAG_DICTIONARIES_DIR=str(ctx.workdir / f"dictionaries-{batching}"), PYTHONUNBUFFERED="1")
-    env.update(CONFIGS[batching])
-    return env
-
-
-def start(ctx: Context, batching: str, attempt: int) -> Server:
-    port = free_port()
-    log = ctx.workdir / f"server-{batching}-{attempt}.log"
-    cmd = [sys.executable, "-m", "training.cli", "serve", "--host", "127.0.0.1", "--port", str(port)]
-    with open(log, "wb") as out:
-        proc = subprocess.Popen(cmd, cwd=REPO_ROOT, env=server_env(ctx, batching), stdout=out,
-                                stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
-    return Server(f"http://127.0.0.1:{port}", proc, log)
-
-
-def stop(server: Server) -> None:
-    if server.proc.poll() is None:
-        server.proc.terminate()
-        try:
-            server.proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            server.proc.kill()
-            server.proc.wait(timeout=10)
-
-
-def wait_ready(server: Server, timeout: float) -> bool:
-    import httpx
-
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if server.proc.poll() is not None:
-            return False
-        with contextlib.suppress(httpx.TransportError):
-            if httpx.get(server.base + "/readyz", timeout=2).status_code == 200:
-                return True
-        time.sleep(0.2)
-    return False
-
-
-@contextlib.contextmanager
-def running_servers(ctx: Context, attempts: int = 3) -> Iterator[dict[str, Server]]:
-    """Both servers started together and ready; always stopped at the end. A port taken between picking it
-    and binding it ("address already in use") is retried with another."""
-    servers: dict[str, Server] = {}
-    try:
-        pending = list(CONFIGS)
-        for attempt in range(1, attempts + 1):
-            for name in pending:
-                servers[name] = start(ctx, name, attempt)
-            failed = [name for name in pending if not wait_ready(servers[name], timeout=180)]
-            for name in failed:
-                stop(servers[name])
-                output = servers[name].log.read_text(errors="replace")
-                if "address already in use" not in output.lower() or attempt == attempts:
-                    raise RuntimeError(f"the batching-{name} server did not get ready "
-                                       f"(exit status {servers[name].proc.poll()}):\n{output[-3000:]}")
-            pending = failed
-            if not pending:
-                break
-        yield servers
-    finally:
-        for server in servers.values():
-            stop(server)
 
 
 # ---- load ----------------------------------------------------------------------------------------------------
@@ -280,63 +186,6 @@ def ratio_table(levels, results) -> Table:
 
 
 # ---- memory --------------------------------------------------------------------------------------------------
-
-class MemoryWatch:
-    """Resident set size of a process: now, and the highest seen by sampling every 20 ms while started."""
-
-    def __init__(self, pid: int):
-        self.pid = pid
-        self.after_load: int | None = None
-        self.peak: int | None = None
-        self.high_water: int | None = None
-        self.source = "psutil"
-        try:
-            import psutil
-
-            self._process = psutil.Process(pid)
-        except ImportError:
-            self._process = None
-            self.source = "/proc/PID/status VmRSS"
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._sample, daemon=True)
-
-    def rss(self) -> int | None:
-        if self._process is not None:
-            try:
-                return self._process.memory_info().rss
-            except Exception:  # the process is gone
-                return None
-        kb = self._status_kb("VmRSS")
-        return None if kb is None else kb * 1024
-
-    def vm_hwm(self) -> int | None:
-        """The kernel's own peak RSS of the process (Linux), for comparison with the sampled peak."""
-        kb = self._status_kb("VmHWM")
-        return None if kb is None else kb * 1024
-
-    def _status_kb(self, key: str) -> int | None:
-        try:
-            for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
-                if line.startswith(key + ":"):
-                    return int(line.split()[1])
-        except (OSError, ValueError, IndexError):
-            pass
-        return None
-
-    def _sample(self) -> None:
-        while not self._stop.is_set():
-            value = self.rss()
-            if value is not None:
-                self.peak = max(self.peak or 0, value)
-            self._stop.wait(0.02)
-
-    def start(self) -> None:
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._thread.join(timeout=5)
-
 
 def memory_table(ctx: Context, memory: dict[str, MemoryWatch], loaded: dict[str, int]) -> Table:
     table = Table(TITLES[2], ["batching", "models loaded", "RSS after load (MiB)", "peak RSS under load (MiB)",

@@ -178,18 +178,17 @@ def _load_pipeline(model: str, device: str):
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from models.spans import Example, Span
+    from models.spans import Example
     from training.metrics import scores_for_task
     from training.readers import parse_label_map, read_corpus
+    from training.trainer import for_task
 
     pipeline = _load_pipeline(args.model, args.device)
     training = pipeline.meta.extra.get("training", {})
     fmt = args.format or training.get("format", "seg")
     tag_column = "none" if pipeline.task == "seg" else (args.tag_column or training.get("tag_column", "upos"))
     label_map = parse_label_map(args.label_map) if args.label_map else training.get("label_map", {})
-    gold = read_corpus(args.data, fmt, tag_column=tag_column, label_map=label_map)
-    if pipeline.task == "seg":
-        gold = [Example(e.text, [Span(s.start, s.end) for s in e.spans]) for e in gold]
+    gold = for_task(read_corpus(args.data, fmt, tag_column=tag_column, label_map=label_map), pipeline.task)
     start = time.perf_counter()
     predicted = pipeline.predict([e.text for e in gold])
     seconds = time.perf_counter() - start
@@ -219,9 +218,6 @@ def _train_vocab(training: dict[str, Any], fmt: str, tag_column: str) -> set[str
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    from models.spans import Example
-    from training.readers import write_corpus
-
     pipeline = _load_pipeline(args.model, args.device)
     fmt = args.format or ("jsonl" if pipeline.task == "ner" else "seg")
     source = open(args.input, encoding="utf-8") if args.input else sys.stdin

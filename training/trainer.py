@@ -28,11 +28,10 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from models.checkpoint import ModelMeta, build_tagger, load_checkpoint, save_checkpoint
-from models.codec import UNK_ID, Codec
+from models.codec import UNK_ID, Codec, Encoded
 from models.pipeline import Pipeline, pick_device
 from models.schemes import TagScheme, allowed_transitions, spans_to_tags, tag_vocabulary
 from models.spans import Example, Span
-from models.tagger import Tagger
 from training.config import TrainConfig
 from training.metrics import scores_for_task, word_vocabulary
 from training.readers import ReadStats, read_corpus
@@ -50,14 +49,19 @@ def load_examples(path: str, config: TrainConfig) -> tuple[list[Example], ReadSt
     stats = ReadStats()
     tag_column = "none" if config.task == "seg" else config.tag_column
     examples = read_corpus(path, config.format, tag_column=tag_column, label_map=config.label_map, stats=stats)
-    if config.task == "seg":
-        examples = [Example(e.text, [Span(s.start, s.end) for s in e.spans], e.source) for e in examples]
-    return examples, stats
+    return for_task(examples, config.task), stats
+
+
+def for_task(examples: list[Example], task: str) -> list[Example]:
+    """Segmentation learns plain words: drop any labels the corpus carries."""
+    if task != "seg":
+        return examples
+    return [Example(e.text, [Span(s.start, s.end) for s in e.spans], e.source) for e in examples]
 
 
 @dataclass
-class Encoded:
-    """Training tensors of a corpus, one entry per kept sentence."""
+class TrainingData:
+    """Unit ids and gold tag ids of a corpus, one entry per kept sentence."""
 
     ids: list[np.ndarray]
     tags: list[np.ndarray]
@@ -67,10 +71,10 @@ class Encoded:
     dropped: int  # sentences left out because a gold span is off unit boundaries
 
 
-def encode_examples(examples: Sequence[Example], codec: Codec, scheme: TagScheme, tags: list[str]) -> Encoded:
+def encode_examples(examples: Sequence[Example], codec: Codec, scheme: TagScheme, tags: list[str]) -> TrainingData:
     index = {t: i for i, t in enumerate(tags)}
     enc = codec.encode([e.text for e in examples])
-    out = Encoded([], [], [], 0, 0, 0)
+    out = TrainingData([], [], [], 0, 0, 0)
     for k, ex in enumerate(examples):
         aligned, bad = codec.align(enc.offsets[k], ex.spans)
         out.spans += len(ex.spans)
@@ -280,10 +284,7 @@ class Trainer:
 
     # -- steps
     def _tensors(self, idx: list[int], generator: torch.Generator):
-        from models.codec import Encoded as Units
-
-        units = Units(offsets=[], ids=[self.data.ids[i] for i in idx])
-        batch = self.codec.batch(units)
+        batch = self.codec.batch(Encoded(offsets=[], ids=[self.data.ids[i] for i in idx]))
         p = self.config.optim.unit_dropout
         if p > 0:
             drop = (torch.rand(batch.unit_ids.shape, generator=generator) < p) & (batch.unit_ids > 0)
