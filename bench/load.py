@@ -105,8 +105,8 @@ def run(ctx: Context) -> list[Table]:
               "SEQTAG_LOG_LEVEL=warning, other SEQTAG_* unset unless named; the client (one asyncio httpx "
               f"client, one keep-alive connection per worker, requests back to back, no think time) shares the "
               f"machine's {os.cpu_count()} cores with the server"]
-    if ctx.smoke:
-        common.append("--smoke: tiny counts and durations; the numbers mean nothing")
+    common.append("one run of each part (--repeats does not apply here)"
+                  + ("; --smoke: tiny counts and durations, the numbers mean nothing" if ctx.smoke else ""))
     return [below_table(below, size, common), overload_table(overload, recovery, size, common),
             memory_table(memory, size, watch.source, common), reload_table(reload, size, common)]
 
@@ -143,11 +143,6 @@ class Tally:
         if not self.statuses:
             return "none"
         return "; ".join(f"{'transport error' if s == 0 else s}: {n:,}" for s, n in sorted(self.statuses.items()))
-
-    def describe_failures(self) -> str:
-        failures = {s: n for s, n in self.statuses.items() if s != 200}
-        return "none" if not failures else "; ".join(
-            f"{'transport error' if s == 0 else s}: {n:,}" for s, n in sorted(failures.items()))
 
     def throughput(self) -> float | None:
         return self.ok / self.seconds if self.seconds else None
@@ -350,9 +345,9 @@ async def reload_under_load(server: Server, model: str, directory: Path, pool: l
     async def reloader() -> None:
         async with httpx.AsyncClient(base_url=server.base, timeout=120) as client:
             result.versions.append(await version(client))
-            gap = size.reload_s / (size.reloads + 1)
-            for stamp in range(1, size.reloads + 1):
-                await asyncio.sleep(gap)
+            start, gap = time.perf_counter(), size.reload_s / (size.reloads + 1)
+            for stamp in range(1, size.reloads + 1):  # evenly spread; back to back if they take longer
+                await asyncio.sleep(max(0.0, start + stamp * gap - time.perf_counter()))
                 await asyncio.to_thread(rewrite_checkpoint, directory, stamp)
                 response = await client.post("/v1/models/reload")
                 result.answers.append(response.status_code)
@@ -392,14 +387,16 @@ def reload_table(result: ReloadResult, size: Sizes, common: list[str]) -> Table:
               verdict(ok_reloads == size.reloads))
     table.add("swaps (model listed as loaded by the reload)", size.reloads, result.swaps,
               verdict(result.swaps == size.reloads))
-    table.add("distinct model versions served", size.reloads + 1, distinct, verdict(distinct == size.reloads + 1))
+    table.add("distinct versions in GET /v1/models", size.reloads + 1, distinct,
+              verdict(distinct == size.reloads + 1))
     table.add("p99 latency (ms)", "–", ms(percentile(tally.latencies, 99)), "–")
     table.notes += common + [
         f"the default-settings server, after the runs above: requests at concurrency {size.reload_concurrency} for "
         f"{size.reload_s:g} s (longer if the reloads take longer; measured {tally.seconds:.1f} s) while "
         f"`POST /v1/models/reload` is called {size.reloads} times, spread over the run; before each, the model's "
         "checkpoint directory is re-saved (models.checkpoint load_checkpoint + save_checkpoint, same weights, one "
-        "more config.json field) so its content hash changes and the registry loads and swaps in a new version",
+        "more config.json field; files other than the checkpoint's own, such as a README, are dropped) so its "
+        "content hash changes and the registry loads and swaps in a new version",
         "versions: the model's `version` in `GET /v1/models` before the first reload and after each",
     ]
     table.notes += result.problems

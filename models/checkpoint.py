@@ -131,6 +131,16 @@ def _replace_dir(src: Path, dst: Path) -> None:
         shutil.rmtree(old, ignore_errors=True)
 
 
+def update_config(directory: str | Path, **fields: Any) -> None:
+    """Set top-level fields of a checkpoint's config.json (atomically: temp file + rename)."""
+    path = Path(directory) / "config.json"
+    config = read_config(directory)
+    config.update(fields)
+    tmp = path.with_name(f".config.json.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(config, ensure_ascii=False, indent=2), encoding="utf-8")
+    os.replace(tmp, path)
+
+
 def read_config(directory: str | Path) -> dict[str, Any]:
     """Validate the directory's layout and return its parsed ``config.json``."""
     directory = Path(directory)

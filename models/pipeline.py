@@ -88,9 +88,13 @@ class Pipeline:
         was_training = self.tagger.training
         self.tagger.eval()
         batch = self.codec.batch(encoded, order)
+        offsets = [encoded.offsets[i] for i in order]
         tag_mask = None
         if forced is not None and any(forced):
-            tag_mask = self.forced_mask([encoded.offsets[i] for i in order], forced, batch.unit_ids.shape[1])
+            tag_mask = self.forced_mask(offsets, forced, batch.unit_ids.shape[1])
+        if self.task in ("seg", "pos"):
+            tag_mask = self._break_at_whitespace(offsets, batch.unit_ids.shape[1], tag_mask)
+        if tag_mask is not None:
             tag_mask = tag_mask.to(self.device, non_blocking=True)
         batch = batch.to(self.device, non_blocking=True)
         half = self.device.type == "cuda" and self.precision != "float32"
@@ -179,6 +183,25 @@ class Pipeline:
                     # the unit after a forced span must not continue it
                     mask[row, end] &= torch.tensor([split_tag(t)[0] != "I" for t in tags])
         return mask
+
+    def _break_at_whitespace(
+        self, offsets: Sequence[np.ndarray], width: int, tag_mask: torch.Tensor | None
+    ) -> torch.Tensor | None:
+        """Words never span whitespace: a unit that follows whitespace must start a word."""
+        gaps = np.zeros((len(offsets), width), dtype=bool)
+        for row, offs in enumerate(offsets):
+            if len(offs) > 1:
+                gaps[row, 1 : len(offs)] = offs[1:, 0] > offs[:-1, 1]
+        if not gaps.any():
+            return tag_mask
+        starts = torch.tensor([split_tag(t)[0] in ("B", "S", OUTSIDE) for t in self.meta.tags])
+        if tag_mask is None:
+            tag_mask = torch.ones(len(offsets), width, len(self.meta.tags), dtype=torch.bool)
+        gap = torch.from_numpy(gaps)
+        restricted = tag_mask & starts
+        # where a forced (dictionary) word crosses the whitespace, the user's word wins
+        keep_forced = ~restricted.any(-1, keepdim=True)
+        return torch.where(gap.unsqueeze(-1) & ~keep_forced, restricted, tag_mask)
 
     def _allowed_at(self, index: int, length: int, label: str) -> torch.Tensor:
         scheme = self.meta.scheme

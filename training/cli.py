@@ -99,6 +99,7 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--max-bigrams", type=int, help="keep only the N most frequent bigrams")
     c.add_argument("--half", action=argparse.BooleanOptionalAction, default=None,
                    help="store weights in float16 (default: as the source checkpoint)")
+    c.add_argument("--dev", help="re-score the compacted model on this dev file and store the new dev metrics")
     c.add_argument("--int8", action=argparse.BooleanOptionalAction, default=None,
                    help="mark the model for dynamic int8 quantisation of encoder and projection on CPU")
     s = sub.add_parser("serve", help="start the HTTP service")
@@ -177,32 +178,41 @@ def _load_pipeline(model: str, device: str):
     return Pipeline.load(model, device)
 
 
-def cmd_evaluate(args: argparse.Namespace) -> int:
+def score_pipeline(pipeline, data: str, fmt: str | None = None, tag_column: str | None = None,
+                   label_map: dict[str, str] | None = None) -> dict[str, Any]:
+    """Metrics of ``pipeline`` on a labelled file; unset options come from the model's training config."""
     from models.spans import Example
     from training.metrics import scores_for_task
-    from training.readers import parse_label_map, read_corpus
+    from training.readers import read_corpus
     from training.trainer import for_task
 
-    pipeline = _load_pipeline(args.model, args.device)
     training = pipeline.meta.extra.get("training", {})
-    fmt = args.format or training.get("format", "seg")
-    tag_column = "none" if pipeline.task == "seg" else (args.tag_column or training.get("tag_column", "upos"))
-    label_map = parse_label_map(args.label_map) if args.label_map else training.get("label_map", {})
-    gold = for_task(read_corpus(args.data, fmt, tag_column=tag_column, label_map=label_map), pipeline.task)
+    fmt = fmt or training.get("format", "seg")
+    tag_column = "none" if pipeline.task == "seg" else (tag_column or training.get("tag_column", "upos"))
+    label_map = label_map if label_map is not None else training.get("label_map", {})
+    gold = for_task(read_corpus(data, fmt, tag_column=tag_column, label_map=label_map), pipeline.task)
     start = time.perf_counter()
     predicted = pipeline.predict([e.text for e in gold])
     seconds = time.perf_counter() - start
     pred = [Example(e.text, spans) for e, spans in zip(gold, predicted)]
-    train_vocab = _train_vocab(training, fmt, tag_column)
-    scores = scores_for_task(pipeline.task, gold, pred, train_vocab)
+    scores = scores_for_task(pipeline.task, gold, pred, _train_vocab(training, fmt, tag_column))
     scores["seconds"] = round(seconds, 3)
+    return scores
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from training.readers import parse_label_map
+
+    pipeline = _load_pipeline(args.model, args.device)
+    label_map = parse_label_map(args.label_map) if args.label_map else None
+    scores = score_pipeline(pipeline, args.data, args.format, args.tag_column, label_map)
     if args.json:
         print(json.dumps(scores, ensure_ascii=False))
     else:
         keys = [k for k in ("precision", "recall", "f1", "word_f1", "pos_accuracy", "oov_recall", "iv_recall")
                 if k in scores]
         print("  ".join(f"{k} {scores[k]:.2f}" for k in keys))
-        print(f"{scores['sentences']} sentences, {scores['chars']} chars, {seconds:.2f}s")
+        print(f"{scores['sentences']} sentences, {scores['chars']} chars, {scores['seconds']:.2f}s")
     return 0
 
 
@@ -252,7 +262,7 @@ def _predict_chunk(pipeline, texts: list[str], fmt: str, sink, batch_size: int) 
 
 def cmd_compact(args: argparse.Namespace) -> int:
     """Prune and/or halve a checkpoint; evaluate the result on dev before shipping it."""
-    from models.checkpoint import load_checkpoint, save_checkpoint
+    from models.checkpoint import load_checkpoint, save_checkpoint, update_config
 
     tagger, codec, meta = load_checkpoint(args.model, "cpu")
     half = args.half if args.half is not None else meta.extra.get("weights_dtype") == "float16"
@@ -264,6 +274,13 @@ def cmd_compact(args: argparse.Namespace) -> int:
     if args.int8 is not None:
         meta.extra["inference"] = {**meta.extra.get("inference", {}), "quantize": "int8" if args.int8 else None}
     save_checkpoint(args.out, tagger, codec, meta, half=half)
+    if args.dev:  # score what was written (16-bit and int8 included), so the card tells the truth
+        from models.pipeline import Pipeline
+
+        scores = score_pipeline(Pipeline.load(args.out, "cpu"), args.dev)
+        before = meta.extra.get("dev_metrics")
+        update_config(args.out, dev_metrics=scores, dev_metrics_before_compaction=before)
+        print(f"dev f1 {scores['f1']:.2f} (before: {(before or {}).get('f1')})", file=sys.stderr)
     size = sum(p.stat().st_size for p in Path(args.out).iterdir())
     print(f"wrote {args.out} ({size / 1e6:.1f} MB)", file=sys.stderr)
     return 0

@@ -51,6 +51,14 @@ def render_card(directory: Path, name: str, corpus: str) -> str:
                    if k in dev]
     rows = "\n".join(f"| {k} | {dev[k]:.2f} |" for k in metric_keys)
     size_mb = _size(directory) / 1e6
+    compacted = config.get("compacted_from")
+    shipped = ""
+    if compacted:
+        before = (config.get("dev_metrics_before_compaction") or {}).get("f1")
+        shipped = (f"\nShipped form: `seqtag compact` with max_bigrams={compacted.get('max_bigrams')}, "
+                   f"16-bit weights={compacted.get('half')}; the dev metrics above were measured on this "
+                   f"compacted checkpoint (dev F1 of the trained model before compaction: "
+                   f"{before:.2f}).\n" if before is not None else "")
     return f"""# {name}
 
 {TASK_TEXT[config['task']].capitalize()} for Chinese: a character(+bigram) Bi-LSTM-CRF
@@ -73,7 +81,7 @@ trained by seqtag's own code.
 |---|---|
 {rows}
 | sentences | {dev.get('sentences', '?')} |
-
+{shipped}
 ## Training command
 
 ```

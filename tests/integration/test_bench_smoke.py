@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from bench import inprocess, service, training
+from bench import inprocess, load, service, training
 from bench.inprocess import encoder_flops_per_pass
 from bench.run import main
 from models.tagger import Tagger, TaggerConfig
@@ -17,7 +17,7 @@ def test_smoke_run_writes_every_table(tmp_path):
     assert text.startswith("# seqtag benchmarks")
     for key in HEADER_KEYS:
         assert f"\n| {key} | " in text, key
-    for title in (*inprocess.TITLES, *service.TITLES, *training.TITLES):
+    for title in (*inprocess.TITLES, *service.TITLES, *load.TITLES, *training.TITLES):
         assert f"\n## {title}\n" in text, title
     assert ": failed\n" not in text
     # the measured tables have rows (only the CUDA one may be empty, on a machine without CUDA)

@@ -10,6 +10,7 @@ from models.checkpoint import ModelMeta, build_tagger
 from models.codec import Codec, CodecConfig, is_space
 from models.pipeline import Pipeline, plan_batches
 from models.schemes import TagScheme, allowed_transitions, spans_to_tags, tag_vocabulary
+from models.spans import Span
 from models.tagger import Tagger, TaggerConfig
 
 CORPUS = [
@@ -365,3 +366,21 @@ def test_extend_embeddings_keeps_old_outputs():
     table = tagger.unit_embed
     tagger.extend_embeddings(old_units, old_bigrams)
     assert tagger.unit_embed is table
+
+
+def test_words_never_span_whitespace_unless_forced():
+    """seg/pos: a unit after whitespace starts a word; a forced dictionary word may still cross it."""
+    torch.manual_seed(0)
+    texts = ["我 们 在 北 京", "ab cd 12 34"]
+    codec = Codec.build(texts, CodecConfig(bigram_min_freq=1))
+    tags = tag_vocabulary(TagScheme.BMES, [""], outside=False)
+    tagger = build_tagger(TaggerConfig(hidden=8, unit_dim=8, bigram_dim=4), codec, TagScheme.BMES, tags)
+    with torch.no_grad():  # make the model love long words, so only the constraint splits them
+        tagger.crf.transitions.fill_(0)
+        tagger.project.bias.copy_(torch.tensor([0.0, 5.0, 0.0, -5.0]))
+    pipeline = Pipeline(tagger.eval(), codec, ModelMeta("seg", TagScheme.BMES, tags), torch.device("cpu"))
+    for text in texts:
+        [spans] = pipeline.predict([text])
+        assert all(" " not in text[s.start:s.end] for s in spans)
+    [forced] = pipeline.predict([texts[0]], forced=[[Span(2, 5)]])
+    assert (2, 5) in [(s.start, s.end) for s in forced]
