@@ -11,7 +11,8 @@ PYTHON ?= python3
 VENV ?= .venv
 TORCH_SPEC ?= torch==2.13.0
 TORCH_INDEX ?=
-PYTEST_ARGS ?= -m "not slow"
+# CI (CI=true) has time for the slow tests too; locally they are left out
+PYTEST_ARGS ?= $(if $(CI),,-m "not slow")
 BIN := $(VENV)/bin
 
 .PHONY: setup serve test test-all bench clean
