@@ -119,6 +119,7 @@ class Tally:
 
     seconds: float = 0.0
     statuses: Counter = field(default_factory=Counter)  # HTTP status -> answers; 0 = transport error
+    transport_errors: Counter = field(default_factory=Counter)  # "ExceptionType: message" -> count
     latencies: list[float] = field(default_factory=list)  # seconds, send to answer, of the 200 answers
     no_retry_after: int = 0  # 503 answers without a usable Retry-After header
     capped: bool = False  # stopped by the time cap before its count or duration was done
@@ -187,8 +188,9 @@ async def drive(base: str, model: str, pool: list[str], concurrency: int, *, sec
                 try:
                     response = await client.post("/v1/segment", json={"text": text, "model": model})
                     status = response.status_code
-                except httpx.HTTPError:
+                except httpx.HTTPError as exc:
                     status, response = 0, None
+                    tally.transport_errors[f"{type(exc).__name__}: {exc}"[:120]] += 1
                 tally.statuses[status] += 1
                 if status == 200:
                     tally.latencies.append(time.perf_counter() - sent)
@@ -231,6 +233,8 @@ def below_table(tally: Tally, size: Sizes, common: list[str]) -> Table:
     ]
     if tally.capped:
         table.notes.append(f"the loop hit its {size.cap_s:g} s time cap")
+    for error, count in tally.transport_errors.most_common(5):
+        table.notes.append(f"transport error ×{count}: `{error}`")
     return table
 
 
