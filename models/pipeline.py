@@ -181,7 +181,7 @@ class Pipeline:
                     mask[row, pos] = self._allowed_at(pos - start, end - start, label)
                 if end < width and self.meta.scheme is TagScheme.BIO:
                     # the unit after a forced span must not continue it
-                    mask[row, end] &= torch.tensor([split_tag(t)[0] != "I" for t in tags])
+                    mask[row, end] &= torch.from_numpy(self._tag_tables()[0] != _I)
         return mask
 
     def _break_at_whitespace(
@@ -194,7 +194,7 @@ class Pipeline:
                 gaps[row, 1 : len(offs)] = offs[1:, 0] > offs[:-1, 1]
         if not gaps.any():
             return tag_mask
-        starts = torch.tensor([split_tag(t)[0] in ("B", "S", OUTSIDE) for t in self.meta.tags])
+        starts = torch.from_numpy(np.isin(self._tag_tables()[0], (_B, _S, _O)))
         if tag_mask is None:
             tag_mask = torch.ones(len(offsets), width, len(self.meta.tags), dtype=torch.bool)
         gap = torch.from_numpy(gaps)
@@ -204,22 +204,22 @@ class Pipeline:
         return torch.where(gap.unsqueeze(-1) & ~keep_forced, restricted, tag_mask)
 
     def _allowed_at(self, index: int, length: int, label: str) -> torch.Tensor:
-        scheme = self.meta.scheme
+        bio = self.meta.scheme is TagScheme.BIO
         if length == 1:
-            prefixes = {"B"} if scheme is TagScheme.BIO else {"S"}
+            code = _B if bio else _S
         elif index == 0:
-            prefixes = {"B"}
-        elif index == length - 1 and scheme is not TagScheme.BIO:
-            prefixes = {"E"}
+            code = _B
+        elif index == length - 1 and not bio:
+            code = _E
         else:
-            prefixes = {scheme.inside}
+            code = _I
         if label and label not in self.meta.labels:
             raise ValueError(f"label {label!r} is not one of this model's labels")
-        allowed = []
-        for tag in self.meta.tags:
-            prefix, tag_label = split_tag(tag)
-            allowed.append(prefix in prefixes and prefix != OUTSIDE and (not label or tag_label == label))
-        return torch.tensor(allowed)
+        prefix, label_index = self._tag_tables()
+        allowed = prefix == code
+        if label:
+            allowed &= label_index == self._labels.index(label)
+        return torch.from_numpy(allowed)
 
 
 def quantize_int8(tagger: Tagger) -> Tagger:
