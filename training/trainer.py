@@ -169,6 +169,9 @@ class Distributed:
             import torch.distributed as dist
 
             if dist.is_initialized():
+                # Leave together: a rank that tears gloo down while another is still
+                # writing checkpoints can abort in gloo's background threads.
+                dist.barrier()
                 dist.destroy_process_group()
 
 
