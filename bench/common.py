@@ -160,6 +160,7 @@ class Context:
     workdir: Path
     run_dir: Path | None = None
     dev_target: float = 95.0
+    gpu_only: bool = False  # only what needs a GPU (a lent device's minutes are few)
     notes: list[str] = field(default_factory=list)  # said once in the header
     _models: list[ModelInfo] | None = None
     _dev: TextSource | None = None

@@ -19,7 +19,7 @@ BATCH_SIZES = (1, 8, 64, 256)
 CUDA_BATCH_SIZES = (64, 256, 1024, 4096)
 PREDICT_MAX_UNITS = 16384  # Pipeline.predict's default padded-unit budget per batch
 TITLES = ("In-process tagging throughput", "Whole-process tagging", "Encoder arithmetic throughput",
-          "Large batches on CUDA")
+          "Large batches on CUDA", "Viterbi decoding: GPU or CPU")
 
 Tagging = Callable[[Sequence[str]], Any]
 
@@ -30,11 +30,14 @@ def run(ctx: Context) -> list[Table]:
         return skipped(TITLES, ctx.no_models_note())
     source = ctx.dev_texts()
     pipelines = [(m, Pipeline.load(m.path, ctx.device)) for m in models]
+    if ctx.gpu_only:
+        return [cuda_batches(ctx, source, pipelines), viterbi_placement(ctx, source, pipelines)]
     return [
         throughput(ctx, source, pipelines),
         whole_process(ctx, source),
         encoder_flops(ctx, source, pipelines),
         cuda_batches(ctx, source, pipelines),
+        viterbi_placement(ctx, source, pipelines),
     ]
 
 
@@ -300,4 +303,45 @@ def cuda_batches(ctx: Context, source: TextSource, pipelines: list[tuple[ModelIn
         f"`Pipeline.predict(texts, max_batch=B, max_units=B × longest)` on {ctx.device}, float32, decoding and "
         f"span building included; medians over {ctx.repeats_text} after one warm-up pass",
     ]
+    return table
+
+
+def viterbi_placement(ctx: Context, source: TextSource, pipelines: list[tuple[ModelInfo, Pipeline]]) -> Table:
+    """Where constrained Viterbi is faster: on the GPU next to the encoder, or on the CPU after copying the
+    emissions back (each measured from emissions already on the GPU to best tags on the host)."""
+    table = Table(TITLES[4], ["model", "batch size", "GPU ms per batch", "copy + CPU ms per batch", "CPU / GPU"])
+    if ctx.device.type != "cuda":
+        table.notes.append(f"not measured: this run's device is {ctx.device}; run with --device cuda")
+        return table
+    model, pipeline = next(((m, p) for m, p in pipelines if m.task == "seg"), pipelines[0])
+    crf = pipeline.tagger.crf
+    if crf is None:
+        table.notes.append(f"not measured: {model.name} has no CRF")
+        return table
+    cpu_crf = type(crf)(crf.num_tags, crf.allowed.cpu())
+    cpu_crf.load_state_dict({k: v.cpu() for k, v in crf.state_dict().items()})
+    encoded = pipeline.codec.encode(source.texts)
+    sizes = (16, 64) if ctx.smoke else CUDA_BATCH_SIZES
+    for size in sizes:
+        order = list(range(min(size, len(source.texts))))
+        batch = pipeline.codec.batch(encoded, order).to(ctx.device)
+        with torch.no_grad():
+            emissions = pipeline.tagger.emissions(batch).float()
+            lengths = batch.lengths.to(ctx.device)
+
+            def on_gpu() -> None:
+                crf.viterbi(emissions, lengths)[0].cpu()
+
+            def on_cpu() -> None:
+                cpu_crf.viterbi(emissions.cpu(), batch.lengths.cpu())
+
+            gpu, cpu = [], []
+            for _ in range(1 + ctx.repeats):  # the first round is a warm-up
+                gpu.append(timed(on_gpu, sync=ctx.device))
+                cpu.append(timed(on_cpu, sync=ctx.device))
+        g, c = median(gpu[1:]), median(cpu[1:])
+        table.add(model.name, len(order), 1000 * g, 1000 * c, ratio(c, g))
+    table.notes.append(f"{model.name}'s CRF on the dev text's first sentences (batch size = sentences); both sides "
+                       f"start from float32 emissions on {ctx.device} and end with tags on the host; "
+                       f"{torch.get_num_threads()} CPU threads; medians over {ctx.repeats_text} after a warm-up")
     return table

@@ -55,10 +55,22 @@ SMOKE = Sizes(below_s=3, below_concurrency=4, overload_s=2, overload_concurrency
               recovery_s=1, memory_warmup=50, memory_requests=300, memory_concurrency=4,
               reload_s=2, reload_concurrency=2, reloads=5, cap_s=30)
 MAX_REQUESTS = 1_000_000  # the count bound of the timed loops
+# The client retires a pooled connection idle this long (httpx's own default, made explicit). The server's
+# keep-alive (SEQTAG_KEEP_ALIVE_S) must be longer, or it may close an idle connection just as the client sends
+# on it (a transport error: ReadError or RemoteProtocolError "Server disconnected"). The pool hands out its
+# first idle connection, so with back-to-back workers some connections still sit idle for seconds.
+CLIENT_KEEPALIVE_EXPIRY_S = 5.0
 
 
 def sizes(ctx: Context) -> Sizes:
     return SMOKE if ctx.smoke else FULL
+
+
+def server_keep_alive_s() -> float:
+    """The servers' keep-alive (SEQTAG_KEEP_ALIVE_S is left at its default here)."""
+    from service.settings import Settings
+
+    return Settings.model_fields["keep_alive_s"].default
 
 
 def progress(started: float, message: str) -> None:
@@ -103,8 +115,12 @@ def run(ctx: Context) -> list[Table]:
               "sentence per `POST /v1/segment` request",
               f"`seqtag serve` (uvicorn, one worker) on 127.0.0.1, SEQTAG_DEVICE={ctx.device.type}, "
               "SEQTAG_LOG_LEVEL=warning, other SEQTAG_* unset unless named; the client (one asyncio httpx "
-              f"client, one keep-alive connection per worker, requests back to back, no think time) shares the "
-              f"machine's {os.cpu_count()} cores with the server"]
+              f"client, a pool of as many keep-alive connections as workers, requests back to back, no think "
+              f"time) shares the machine's {os.cpu_count()} cores with the server",
+              f"keep-alive: the client retires a connection idle for {CLIENT_KEEPALIVE_EXPIRY_S:g} s, the server "
+              f"closes one idle for {server_keep_alive_s():g} s (SEQTAG_KEEP_ALIVE_S), so the client always "
+              "closes an idle connection first (a server closing one just as the client reuses it would cost "
+              "that request a transport error)"]
     common.append("one run of each part (--repeats does not apply here)"
                   + ("; --smoke: tiny counts and durations, the numbers mean nothing" if ctx.smoke else ""))
     return [below_table(below, size, common), overload_table(overload, recovery, size, common),
@@ -164,7 +180,8 @@ async def drive(base: str, model: str, pool: list[str], concurrency: int, *, sec
     limit = requests if requests is not None else MAX_REQUESTS
     tally = Tally()
     claimed = 0
-    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency,
+                          keepalive_expiry=CLIENT_KEEPALIVE_EXPIRY_S)
     async with httpx.AsyncClient(base_url=base, timeout=60, limits=limits) as client:
         start = time.perf_counter()
         end = None if seconds is None else start + seconds

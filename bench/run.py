@@ -45,6 +45,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--repeats", type=int, help="repeats per measurement (default 3; 1 with --smoke)")
     parser.add_argument("--run-dir", type=Path, help="a training run directory whose log.jsonl gives the "
                                                      "time to reach the dev target")
+    parser.add_argument("--gpu-only", action="store_true",
+                        help="only the measurements that need CUDA (large batches, Viterbi placement, bulk "
+                             "requests to the service, training): for a GPU lent for a few minutes")
     parser.add_argument("--dev-target", type=float, default=95.0, help="dev F1 target (default 95.0)")
     return parser
 
@@ -75,7 +78,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="seqtag-bench-") as workdir:
         ctx = Context(smoke=args.smoke, device=device, models_dir=args.models.resolve(),
                       corpora_dir=args.corpora.resolve(), repeats=repeats, workdir=Path(workdir),
-                      run_dir=args.run_dir, dev_target=args.dev_target)
+                      run_dir=args.run_dir, dev_target=args.dev_target,
+                      gpu_only=args.gpu_only)
         for name in names:
             print(f"bench: {name} ...", file=sys.stderr, flush=True)
             t0 = time.perf_counter()

@@ -1,5 +1,6 @@
 """The HTTP service as deployed: real uvicorn processes on loopback, one with batching on (default settings) and
-one with it off (``SEQTAG_MAX_BATCH_SIZE=1``), loaded side by side with bounded request loops; and their memory."""
+one with it off (``SEQTAG_MAX_BATCH_SIZE=1``), loaded side by side with bounded request loops; their memory; and
+requests of 32 texts each (how bulk clients call it, and the GPU target's unit: sentences/s over HTTP)."""
 
 from __future__ import annotations
 
@@ -12,11 +13,16 @@ from dataclasses import dataclass, field
 from bench.common import (Context, MemoryWatch, Table, median, percentile, ratio, running_servers,
                           skipped)
 
-TITLES = ("Service throughput and latency", "Service batching ratios", "Service memory")
+TITLES = ("Service throughput and latency", "Service batching ratios", "Service memory",
+          "Service with requests of 32 texts")
 CONFIGS = {"on": {}, "off": {"SEQTAG_MAX_BATCH_SIZE": "1"}}  # batching -> extra environment
 CONCURRENCY = (1, 8, 32, 64)
 SMOKE_CONCURRENCY = (1, 2)
 RATIO_CONCURRENCY = 32  # where the batched/unbatched throughput ratio is read
+BULK_TEXTS = 32  # texts per request in the bulk table
+BULK_CONCURRENCY = (8, 32, 64)
+# Bulk requests on CUDA: batches big enough for the GPU (the defaults suit a CPU); one and four uvicorn workers.
+BULK_CUDA = {"SEQTAG_MAX_BATCH_SIZE": "2048", "SEQTAG_MAX_BATCH_UNITS": "262144", "SEQTAG_MAX_QUEUE": "8192"}
 WARMUP_CONCURRENCY = 1  # one sentence per forward pass: the (1, length) shapes light traffic meets
 
 
@@ -28,6 +34,8 @@ def run(ctx: Context) -> list[Table]:
         note = ctx.no_models_note() if not ctx.models() else f"not measured: no seg model in {ctx.models_dir}"
         return skipped(TITLES, note)
     pool = [t for t in ctx.dev_texts().texts if t.strip()]
+    if ctx.gpu_only:
+        return [bulk_table(ctx, model.name, pool)]
     levels = SMOKE_CONCURRENCY if ctx.smoke else CONCURRENCY
     with running_servers(ctx, CONFIGS) as servers:  # named "on" and "off"
         memory = {name: MemoryWatch(server.proc.pid) for name, server in servers.items()}
@@ -57,7 +65,55 @@ def run(ctx: Context) -> list[Table]:
         load_table(ctx, model.name, pool, levels, results),
         ratio_table(levels, results),
         memory_table(ctx, memory, loaded),
+        bulk_table(ctx, model.name, pool),
     ]
+
+
+def bulk_configs(ctx: Context) -> dict[str, dict[str, str]]:
+    if ctx.device.type == "cuda":
+        return {"1 worker": dict(BULK_CUDA), "4 workers": {**BULK_CUDA, "SEQTAG_WORKERS": "4"}}
+    return {"1 worker": {}}
+
+
+def bulk_table(ctx: Context, model: str, pool: list[str]) -> Table:
+    """Requests of BULK_TEXTS sentences each: sentences/s over HTTP with batching on."""
+    table = Table(TITLES[3], ["server", "concurrency", "requests", "errors", "sentences/s", "chars/s",
+                              "p50 ms", "p99 ms"])
+    levels = SMOKE_CONCURRENCY if ctx.smoke else BULK_CONCURRENCY
+    configs = bulk_configs(ctx)
+    results: dict[tuple[str, int], list[LoadResult]] = {}
+    for name, extra in configs.items():  # one server at a time: each gets the whole machine
+        with running_servers(ctx, {name: extra}) as servers:
+            base = servers[name].base
+            if not ctx.smoke:  # warm-up: every sentence once, in bulk requests
+                asyncio.run(load(base, model, pool, 8, -(-len(pool) // (8 * BULK_TEXTS)), cap_s=300,
+                                 texts_per_request=BULK_TEXTS))
+            for _ in range(ctx.repeats):
+                for level in levels:
+                    per_worker = 2 if ctx.smoke else max(10, -(-640 // level))
+                    results.setdefault((name, level), []).append(asyncio.run(load(
+                        base, model, pool, level, per_worker, cap_s=time_cap(ctx) / 2,
+                        texts_per_request=BULK_TEXTS)))
+    for name in configs:
+        for level in levels:
+            runs = results[(name, level)]
+            table.add(name, level, sum(r.ok for r in runs), sum(r.errors for r in runs),
+                      median([r.texts / r.seconds for r in runs]), median([r.chars / r.seconds for r in runs]),
+                      ms(median([percentile(r.latencies, 50) or 0 for r in runs])),
+                      ms(median([percentile(r.latencies, 99) or 0 for r in runs])))
+    settings = "; ".join(f"{name}: " + (", ".join(f"{k}={v}" for k, v in extra.items()) or "default settings")
+                         for name, extra in configs.items())
+    table.notes += [
+        f"`POST /v1/segment` with {{\"texts\": [...{BULK_TEXTS} sentences]}} per request (model {model}), "
+        f"sentences from {ctx.dev_texts().origin}; batching on, SEQTAG_DEVICE={ctx.device.type}; {settings}",
+        "one `seqtag serve` process at a time on 127.0.0.1, warmed up by tagging every sentence once in bulk "
+        "requests (untimed); same asyncio httpx client as above; requests: total answered 200 over all repeats; "
+        f"sentences/s, chars/s, p50, p99: medians over {ctx.repeats_text}",
+    ]
+    if ctx.device.type == "cuda":
+        table.notes.append(f"the client is one Python process on the same machine ({os.cpu_count()} cores): at the "
+                           "top rows it may be the limit, not the server")
+    return table
 
 
 def time_cap(ctx: Context) -> float:
@@ -77,6 +133,7 @@ class LoadResult:
     seconds: float
     latencies: list[float] = field(default_factory=list)  # of the 200 answers
     chars: int = 0
+    texts: int = 0
     errors: int = 0
 
     @property
@@ -85,17 +142,21 @@ class LoadResult:
 
 
 async def load(base: str, model: str, pool: list[str], concurrency: int, per_worker: int,
-               cap_s: float) -> LoadResult:
-    """``concurrency`` workers, each sending ``per_worker`` single-sentence requests back to back (stopping
-    early past ``cap_s``) over its own keep-alive connection."""
+               cap_s: float, texts_per_request: int = 1) -> LoadResult:
+    """``concurrency`` workers, each sending ``per_worker`` requests of ``texts_per_request`` sentences back to
+    back (stopping early past ``cap_s``) over its own keep-alive connection."""
     import httpx
 
     limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
     async with httpx.AsyncClient(base_url=base, timeout=60, limits=limits) as client:
-        async def post(text: str) -> int:
-            return (await client.post("/v1/segment", json={"text": text, "model": model})).status_code
+        async def post(texts: list[str]) -> int:
+            body = {"text": texts[0]} if texts_per_request == 1 else {"texts": texts}
+            return (await client.post("/v1/segment", json={**body, "model": model})).status_code
 
-        await asyncio.gather(*(post(pool[w % len(pool)]) for w in range(concurrency)))  # open connections
+        def request(k: int) -> list[str]:  # the k-th request's sentences, cycling through the pool
+            return [pool[(k * texts_per_request + j) % len(pool)] for j in range(texts_per_request)]
+
+        await asyncio.gather(*(post(request(w)) for w in range(concurrency)))  # open connections
         result = LoadResult(0.0)
         deadline = time.perf_counter() + cap_s
 
@@ -103,15 +164,16 @@ async def load(base: str, model: str, pool: list[str], concurrency: int, per_wor
             for i in range(per_worker):
                 if time.perf_counter() > deadline:
                     return
-                text = pool[(w * per_worker + i) % len(pool)]
+                texts = request(w * per_worker + i)
                 start = time.perf_counter()
                 try:
-                    status = await post(text)
+                    status = await post(texts)
                 except httpx.HTTPError:
                     status = 0
                 if status == 200:
                     result.latencies.append(time.perf_counter() - start)
-                    result.chars += len(text)
+                    result.chars += sum(map(len, texts))
+                    result.texts += len(texts)
                 else:
                     result.errors += 1
 

@@ -94,6 +94,9 @@ class Pipeline:
             tag_mask = self.forced_mask(offsets, forced, batch.unit_ids.shape[1])
         if self.task in ("seg", "pos"):
             tag_mask = self._break_at_whitespace(offsets, batch.unit_ids.shape[1], tag_mask)
+        if self.device.type == "cuda":  # page-locked host memory: the copies below run asynchronously
+            batch = batch.pin_memory()
+            tag_mask = tag_mask.pin_memory() if tag_mask is not None else None
         if tag_mask is not None:
             tag_mask = tag_mask.to(self.device, non_blocking=True)
         batch = batch.to(self.device, non_blocking=True)

@@ -38,12 +38,12 @@ class Settings(BaseSettings):
     """TCP port (default 8000)."""
 
     device: Literal["auto", "cpu", "cuda"] = "auto"
+    """Where models run: ``auto`` (CUDA when available, else CPU), ``cpu`` or ``cuda``."""
     #: uvicorn worker processes; each has its own models and batchers (stateless replicas).
     workers: int = Field(1, ge=1, le=64)
     #: Encoder precision on CUDA (the CRF always decodes in float32). float16 is faster; tests/integration/
     #: test_cuda.py checks that it gives the same tags where CUDA is present. Ignored on CPU.
     cuda_precision: Literal["float32", "float16", "bfloat16"] = "float32"
-    """Where models run: ``auto`` (CUDA when available, else CPU), ``cpu`` or ``cuda``."""
 
     max_batch_size: int = Field(64, ge=1)
     """Most pieces (sentences/windows) in one forward pass (default 64; 1 disables batching)."""
@@ -59,6 +59,13 @@ class Settings(BaseSettings):
 
     request_timeout_s: float = Field(30.0, gt=0)
     """Deadline of a tagging request, queueing included; past it the answer is 504 (default 30 s)."""
+
+    keep_alive_s: float = Field(75.0, gt=0)
+    """How long uvicorn keeps an idle keep-alive connection open before closing it (default 75 s). Keep it
+    longer than the idle timeout of every client and proxy that reuses connections (httpx: 5 s, nginx
+    upstream keepalive: 60 s, most load balancers: 60 s), so that the client always retires an idle
+    connection first: a server closing one just as the client sends on it costs that request a transport
+    error (``Server disconnected``, connection reset), which no status code or retry header can explain."""
 
     window_units: int = Field(256, ge=8)
     """Long texts are cut at sentence ends into pieces of at most this many characters (default 256)."""

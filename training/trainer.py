@@ -298,6 +298,8 @@ class Trainer:
         tags = torch.zeros(batch.unit_ids.shape, dtype=torch.long)
         for r, i in enumerate(idx):
             tags[r, : len(self.data.tags[i])] = torch.from_numpy(self.data.tags[i])
+        if self.device.type == "cuda":  # page-locked host memory: the copies below run asynchronously
+            batch, tags = batch.pin_memory(), tags.pin_memory()
         return batch.to(self.device, non_blocking=True), tags.to(self.device, non_blocking=True)
 
     def _step(self, idx: list[int], lr: float, generator: torch.Generator) -> float:
