@@ -144,7 +144,7 @@ class LoadResult:
 async def load(base: str, model: str, pool: list[str], concurrency: int, per_worker: int,
                cap_s: float, texts_per_request: int = 1) -> LoadResult:
     """``concurrency`` workers, each sending ``per_worker`` requests of ``texts_per_request`` sentences back to
-    back (stopping early past ``cap_s``) over its own keep-alive connection."""
+    back (stopping early past ``cap_s``), sharing a pool of as many keep-alive connections as workers."""
     import httpx
 
     limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
@@ -200,7 +200,7 @@ def load_table(ctx: Context, model: str, pool: list[str], levels, results) -> Ta
         f"default settings (SEQTAG_MAX_BATCH_SIZE {default('max_batch_size')}, SEQTAG_MAX_WAIT_MS "
         f"{default('max_wait_ms')}), off = SEQTAG_MAX_BATCH_SIZE=1; both with "
         f"SEQTAG_DEVICE={ctx.device.type}, SEQTAG_LOG_LEVEL=warning (no access log), other SEQTAG_* unset",
-        "load: one asyncio httpx client in the benchmark process, one keep-alive connection per worker, each worker "
+        "load: one asyncio httpx client in the benchmark process, a pool of as many keep-alive connections as workers, each worker "
         "sends its requests back to back; the loops are bounded by the requests per worker and a time cap "
         f"({time_cap(ctx):.0f} s); latency is client-side, send to answer",
         ("--smoke: no warm-up" if ctx.smoke else

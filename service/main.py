@@ -53,8 +53,9 @@ def run(models: str | None = None, host: str | None = None, port: int | None = N
             if value is not None:
                 os.environ[f"SEQTAG_{key.upper()}"] = str(value)
         uvicorn.run("service.main:app", host=settings.host, port=settings.port, workers=settings.workers,
-                    log_level=settings.log_level, timeout_graceful_shutdown=10)
+                    log_level=settings.log_level, timeout_graceful_shutdown=10,
+                    timeout_keep_alive=settings.keep_alive_s)
         return 0
     uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level=settings.log_level,
-                timeout_graceful_shutdown=10)
+                timeout_graceful_shutdown=10, timeout_keep_alive=settings.keep_alive_s)
     return 0

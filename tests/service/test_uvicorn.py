@@ -1,8 +1,11 @@
-"""A real ``seqtag serve`` process on loopback: ready, correct under concurrent requests, and a clean stop."""
+"""A real ``seqtag serve`` process on loopback: ready, correct under concurrent requests, keep-alive connections
+that outlast a client's idle expiry, and a clean stop."""
 
 from __future__ import annotations
 
 import contextlib
+import http.client
+import json
 import os
 import signal
 import socket
@@ -16,7 +19,7 @@ from typing import Any, Iterator
 import httpx
 import pytest
 
-from service.settings import REPO_ROOT
+from service.settings import REPO_ROOT, Settings
 
 THREADS = 8
 REQUESTS_PER_THREAD = 10
@@ -76,6 +79,67 @@ def wait_ready(base: str, proc: subprocess.Popen, timeout: float) -> bool:
     return False
 
 
+# A client reuses an idle keep-alive connection for up to its expiry (httpx: 5 s) and a little more (the expiry is
+# checked before the request is written). A server closing idle connections sooner (uvicorn's own default was
+# 5 s) races the client: now and then a request is sent on a connection the server has just closed, and the
+# client gets a transport error instead of an answer. A connection idle this long must still be served.
+IDLE_S = httpx.Limits().keepalive_expiry + 0.5
+
+
+def open_idle_connection(base: str) -> tuple[http.client.HTTPConnection, tuple[str, int]]:
+    """A keep-alive connection (http.client: it never retires one itself) that has answered one request."""
+    url = httpx.URL(base)
+    connection = http.client.HTTPConnection(url.host, url.port, timeout=30)
+    connection.request("GET", "/healthz")
+    response = connection.getresponse()
+    response.read()
+    assert response.status == 200 and not response.will_close
+    return connection, connection.sock.getsockname()
+
+
+def reuse_idle_connection(connection: http.client.HTTPConnection, local: tuple[str, int]) -> None:
+    """The same connection (same local port, no reconnect) still answers a tagging request."""
+    body = json.dumps({"text": TEXTS[0]}).encode()
+    try:
+        connection.request("POST", "/v1/segment", body=body, headers={"content-type": "application/json"})
+        reused = connection.sock.getsockname() == local
+        response = connection.getresponse()
+        status = response.status
+        response.read()
+    except (http.client.HTTPException, OSError) as exc:
+        pytest.fail(f"the server closed a keep-alive connection idle for {IDLE_S:g} s, which a client may still "
+                    f"reuse (SEQTAG_KEEP_ALIVE_S must outlast client idle timeouts): {exc!r}")
+    finally:
+        connection.close()
+    assert reused and status == 200
+
+
+def test_keep_alive_outlasts_client_idle_expiry():
+    """The server's default keep-alive outlasts httpx's idle expiry (the load benchmark's client) with room for
+    a slow client, and the idle timeouts of common proxies and load balancers (60 s)."""
+    keep_alive = Settings.model_fields["keep_alive_s"].default
+    assert keep_alive > httpx.Limits().keepalive_expiry + 10
+    assert keep_alive > 60
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_serve_passes_keep_alive_to_uvicorn(monkeypatch, tmp_path, workers):
+    import uvicorn
+
+    from service.main import run
+
+    calls = []
+    monkeypatch.setattr(uvicorn, "run", lambda app, **kwargs: calls.append(kwargs))
+    for key in ("MODELS_DIR", "WORKERS"):  # run() exports its arguments for worker processes: restore them after
+        monkeypatch.setenv(f"SEQTAG_{key}", "")
+    monkeypatch.setenv("SEQTAG_KEEP_ALIVE_S", "12.5")
+    assert run(models=str(tmp_path), device="cpu", workers=workers) == 0
+    assert len(calls) == 1 and calls[0]["timeout_keep_alive"] == 12.5
+    monkeypatch.delenv("SEQTAG_KEEP_ALIVE_S")
+    assert run(models=str(tmp_path), device="cpu", workers=workers) == 0
+    assert calls[1]["timeout_keep_alive"] == Settings.model_fields["keep_alive_s"].default
+
+
 def counter(metrics: str, name: str) -> float:
     for line in metrics.splitlines():
         if line.startswith(name + " "):
@@ -93,6 +157,9 @@ def test_served_process_answers_concurrent_requests_like_sequential_ones(models_
     calls = [call(i) for i in range(THREADS * REQUESTS_PER_THREAD)]
 
     with serve(models_dir, tmp_path) as (base, proc, log_path):
+        # opened first and left idle while the requests below run; reused at the end
+        idle, idle_local = open_idle_connection(base)
+        idle_since = time.monotonic()
         with httpx.Client(base_url=base, timeout=30) as client:
             baseline = {}  # one sequential answer per distinct call
             for endpoint, body in calls:
@@ -124,6 +191,9 @@ def test_served_process_answers_concurrent_requests_like_sequential_ones(models_
         for endpoint in ("segment", "ner"):
             sent = sum(1 for e, _ in calls if e == endpoint) + sum(1 for e, _ in baseline if e == endpoint)
             assert counter(metrics, f'seqtag_requests_total{{endpoint="/v1/{endpoint}",status="200"}}') == sent
+
+        time.sleep(max(0.0, idle_since + IDLE_S - time.monotonic()))
+        reuse_idle_connection(idle, idle_local)
 
         # a clean stop on SIGTERM: the lifespan shuts down and the process ends; uvicorn (>= 0.29) raises
         # the signal again once it has shut down, so the status is -SIGTERM (0 from older versions)
