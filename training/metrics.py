@@ -15,8 +15,6 @@ from __future__ import annotations
 
 from typing import Iterable, Sequence
 
-from seqeval.metrics.v1 import precision_recall_fscore_support, unique_labels
-from seqeval.scheme import IOBES
 
 from models.schemes import TagScheme, spans_to_tags
 from models.spans import Example
@@ -108,6 +106,10 @@ def _char_tags(ex: Example) -> list[str]:
 
 def ner_scores(gold: Sequence[Example], pred: Sequence[Example]) -> dict:
     """seqeval strict (IOBES) entity micro P/R/F1 on per-character tags, and ``per_type``."""
+    # imported here: seqeval pulls in scikit-learn (~0.7 s), which `seqtag predict` never needs
+    from seqeval.metrics.v1 import precision_recall_fscore_support, unique_labels
+    from seqeval.scheme import IOBES
+
     out = _check(gold, pred)
     # seqeval rejects an empty outer list; one empty sentence scores the same.
     y_true = [_char_tags(g) for g in gold] or [[]]
