@@ -8,6 +8,7 @@ import json
 import math
 import os
 import shutil
+import signal
 import socket
 import statistics
 import subprocess
@@ -289,19 +290,23 @@ def start_server(ctx: Context, name: str, extra: Mapping[str, str], attempt: int
     cmd = [sys.executable, "-m", "training.cli", "serve", "--host", "127.0.0.1", "--port", str(port)]
     with open(log, "wb") as out:
         proc = subprocess.Popen(cmd, cwd=REPO_ROOT, env=server_env(ctx, name, extra, models_dir), stdout=out,
-                                stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+                                stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                start_new_session=True)  # own process group: stop_server reaches its workers
     return Server(name, f"http://127.0.0.1:{port}", proc, log)
 
 
 def stop_server(server: Server) -> None:
-    """Terminate (then kill) the process; a no-op once it has ended."""
-    if server.proc.poll() is None:
-        server.proc.terminate()
-        try:
-            server.proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            server.proc.kill()
-            server.proc.wait(timeout=10)
+    """SIGTERM to the server's process group (uvicorn stops its workers), then SIGKILL to the group if it
+    hangs; a no-op once it has ended. Killing only the parent would leave SEQTAG_WORKERS' processes behind."""
+    for sig, wait in ((signal.SIGTERM, 15), (signal.SIGKILL, 10)):
+        if server.proc.poll() is not None:
+            break
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(server.proc.pid, sig)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            server.proc.wait(timeout=wait)
+    with contextlib.suppress(ProcessLookupError):  # workers outliving the parent
+        os.killpg(server.proc.pid, signal.SIGKILL)
 
 
 def wait_ready(server: Server, timeout: float) -> bool:

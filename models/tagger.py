@@ -92,7 +92,9 @@ class Tagger(nn.Module):
         # Packing keeps padding out of the backward direction; empty rows are
         # given length 1 (over PAD) and masked out by the decoder.
         lengths = batch.lengths.clamp(min=1).cpu()
-        packed = pack_padded_sequence(x, lengths, batch_first=True, enforce_sorted=False)
+        # Batches planned longest-first (Pipeline, service) need no sorting permutation inside packing.
+        longest_first = bool((lengths[:-1] >= lengths[1:]).all())
+        packed = pack_padded_sequence(x, lengths, batch_first=True, enforce_sorted=longest_first)
         out, _ = self.encoder(packed)
         out, _ = pad_packed_sequence(out, batch_first=True, total_length=width)
         return self.project(self.dropout(out))  # (B, L, T)

@@ -49,7 +49,9 @@ def serve(models_dir: Path, tmp_path: Path, attempts: int = 3,
         cmd = [sys.executable, "-m", "training.cli", "serve", "--models", str(models_dir),
                "--host", "127.0.0.1", "--port", str(port), "--device", "cpu", *extra]
         with open(log_path, "wb") as log:
-            proc = subprocess.Popen(cmd, cwd=REPO_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+            # its own process group, so the cleanup below also reaches --workers' worker processes
+            proc = subprocess.Popen(cmd, cwd=REPO_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
+                                    start_new_session=True)
         try:
             base = f"http://127.0.0.1:{port}"
             if wait_ready(base, proc, timeout=90):
@@ -59,9 +61,22 @@ def serve(models_dir: Path, tmp_path: Path, attempts: int = 3,
             if "address already in use" not in output.lower() or attempt == attempts:
                 pytest.fail(f"the server did not get ready (exit status {proc.poll()}):\n{output[-3000:]}")
         finally:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait(timeout=10)
+            stop_group(proc)
+
+
+def stop_group(proc: subprocess.Popen) -> None:
+    """SIGTERM to the server's process group (uvicorn stops its workers), SIGKILL to the group if that hangs.
+    Killing only the parent would leave worker processes behind."""
+    for sig, wait in ((signal.SIGTERM, 15), (signal.SIGKILL, 10)):
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, sig)
+        try:
+            proc.wait(timeout=wait)
+            break
+        except subprocess.TimeoutExpired:
+            continue
+    with contextlib.suppress(ProcessLookupError):  # workers outliving the parent
+        os.killpg(proc.pid, signal.SIGKILL)
 
 
 def wait_ready(base: str, proc: subprocess.Popen, timeout: float) -> bool:
