@@ -22,7 +22,8 @@ COPY training ./training
 COPY service ./service
 RUN pip wheel --no-deps --wheel-dir /wheels .
 
-# ---- runtime base: user, directories, settings shared by cpu and gpu ----------
+# ---- runtime base: what cpu and gpu share (user, directories, settings, port, ---
+# ---- health check, command); each target adds its torch build and the app ------
 FROM python:3.11-slim AS runtime
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
@@ -38,6 +39,14 @@ RUN groupadd --system --gid 10001 seqtag \
  && mkdir -p /models /dictionaries /runs \
  && chown seqtag:seqtag /models /dictionaries /runs
 WORKDIR /app
+EXPOSE 8000
+HEALTHCHECK --interval=30s --timeout=5s --start-period=60s --retries=3 \
+    CMD ["python", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8000/healthz', timeout=3)"]
+CMD ["seqtag", "serve"]
+
+# cpu and gpu differ only in their torch line. The lines after it stand in both: a stage has one parent, so
+# sharing them would take a --build-arg for gpu, or copying the app in before torch (rebuilding torch's
+# layer whenever a checkpoint changes).
 
 # ---- gpu: CUDA build of torch (PyPI's Linux wheel bundles the CUDA runtime; ---
 # ---- the host needs an NVIDIA driver and the NVIDIA Container Toolkit) --------
@@ -49,10 +58,6 @@ COPY training/recipes /app/training/recipes
 COPY checkpoints /app/checkpoints
 RUN cp -a /app/checkpoints/. /models/ && chown -R seqtag:seqtag /models
 USER seqtag
-EXPOSE 8000
-HEALTHCHECK --interval=30s --timeout=5s --start-period=60s --retries=3 \
-    CMD ["python", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8000/healthz', timeout=3)"]
-CMD ["seqtag", "serve"]
 
 # ---- cpu (default target, last stage): CPU build of torch ---------------------
 FROM runtime AS cpu
@@ -63,7 +68,3 @@ COPY training/recipes /app/training/recipes
 COPY checkpoints /app/checkpoints
 RUN cp -a /app/checkpoints/. /models/ && chown -R seqtag:seqtag /models
 USER seqtag
-EXPOSE 8000
-HEALTHCHECK --interval=30s --timeout=5s --start-period=60s --retries=3 \
-    CMD ["python", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8000/healthz', timeout=3)"]
-CMD ["seqtag", "serve"]

@@ -4,6 +4,7 @@ real ``seqtag serve`` processes on loopback (started, waited for, stopped; their
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import json
 import math
 import os
@@ -251,6 +252,17 @@ def find_models(directory: Path) -> list[ModelInfo]:
 
 
 # ---- servers ---------------------------------------------------------------
+
+def http_inputs(ctx: Context) -> tuple[ModelInfo, list[str]] | str:
+    """What the HTTP benchmarks (load, service) serve and send: the seg model and the non-blank dev sentences;
+    or, where they cannot run, the note that says why (httpx missing, no seg model)."""
+    if importlib.util.find_spec("httpx") is None:
+        return "not measured: httpx is not installed (`pip install -e .[test]`)"
+    model = ctx.seg_model()
+    if model is None:
+        return ctx.no_models_note() if not ctx.models() else f"not measured: no seg model in {ctx.models_dir}"
+    return model, [t for t in ctx.dev_texts().texts if t.strip()]
+
 
 @dataclass
 class Server:

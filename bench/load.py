@@ -12,7 +12,6 @@ model, driven by bounded request loops (fixed counts and time caps).
 from __future__ import annotations
 
 import asyncio
-import importlib.util
 import os
 import shutil
 import sys
@@ -22,8 +21,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from bench.common import (Context, MemoryWatch, Server, Table, fmt, percentile, running_servers, skipped,
-                          stop_server)
+from bench.common import (Context, MemoryWatch, Server, Table, fmt, http_inputs, percentile, running_servers,
+                          skipped, stop_server)
 
 TITLES = ("Load: below capacity", "Load: overload and recovery", "Load: memory growth", "Load: reload during load")
 MEMORY_GROWTH_TARGET = 10.0  # percent
@@ -78,14 +77,11 @@ def progress(started: float, message: str) -> None:
 
 
 def run(ctx: Context) -> list[Table]:
-    if importlib.util.find_spec("httpx") is None:
-        return skipped(TITLES, "not measured: httpx is not installed (`pip install -e .[test]`)")
-    model = ctx.seg_model()
-    if model is None:
-        note = ctx.no_models_note() if not ctx.models() else f"not measured: no seg model in {ctx.models_dir}"
-        return skipped(TITLES, note)
+    inputs = http_inputs(ctx)
+    if isinstance(inputs, str):
+        return skipped(TITLES, inputs)
+    model, pool = inputs
     size = sizes(ctx)
-    pool = [t for t in ctx.dev_texts().texts if t.strip()]
     # a private models dir holding only a copy of the seg model: the reload benchmark rewrites it
     models_dir = ctx.workdir / "load-models"
     if models_dir.exists():

@@ -5,13 +5,12 @@ requests of 32 texts each (how bulk clients call it, and the GPU target's unit: 
 from __future__ import annotations
 
 import asyncio
-import importlib.util
 import os
 import time
 from dataclasses import dataclass, field
 
-from bench.common import (Context, MemoryWatch, Table, median, percentile, ratio, running_servers,
-                          skipped)
+from bench.common import (Context, MemoryWatch, Table, http_inputs, median, percentile, ratio,
+                          running_servers, skipped)
 
 TITLES = ("Service throughput and latency", "Service batching ratios", "Service memory",
           "Service with requests of 32 texts")
@@ -27,13 +26,10 @@ WARMUP_CONCURRENCY = 1  # one sentence per forward pass: the (1, length) shapes 
 
 
 def run(ctx: Context) -> list[Table]:
-    if importlib.util.find_spec("httpx") is None:
-        return skipped(TITLES, "not measured: httpx is not installed (`pip install -e .[test]`)")
-    model = ctx.seg_model()
-    if model is None:
-        note = ctx.no_models_note() if not ctx.models() else f"not measured: no seg model in {ctx.models_dir}"
-        return skipped(TITLES, note)
-    pool = [t for t in ctx.dev_texts().texts if t.strip()]
+    inputs = http_inputs(ctx)
+    if isinstance(inputs, str):
+        return skipped(TITLES, inputs)
+    model, pool = inputs
     if ctx.gpu_only:
         return [bulk_table(ctx, model.name, pool)]
     levels = SMOKE_CONCURRENCY if ctx.smoke else CONCURRENCY

@@ -275,7 +275,13 @@ class _Reader:
 
     # -- formats
 
-    def seg(self) -> Iterator[Example]:
+    def examples(self, fmt: str) -> Iterator[Example]:
+        """The examples read as ``fmt``. The format method of that name yields one item per
+        sentence: its example, or None for a sentence with no text (counted by :meth:`emit`),
+        which is dropped here."""
+        return (ex for ex in getattr(self, fmt)() if ex is not None)
+
+    def seg(self) -> Iterator[Example | None]:
         for number, line, err in _lines(self.path):
             if line is None:
                 self.fail(_LineError(number, err))
@@ -284,11 +290,9 @@ class _Reader:
             if not words:
                 self.stats.empty += 1
                 continue
-            ex = self.words_example(words, [""] * len(words), number)
-            if ex is not None:
-                yield ex
+            yield self.words_example(words, [""] * len(words), number)
 
-    def wordpos(self) -> Iterator[Example]:
+    def wordpos(self) -> Iterator[Example | None]:
         for number, line, err in _lines(self.path):
             try:
                 if line is None:
@@ -311,11 +315,9 @@ class _Reader:
             except _LineError as exc:
                 self.fail(exc)
                 continue
-            ex = self.words_example(words, labels, number)
-            if ex is not None:
-                yield ex
+            yield self.words_example(words, labels, number)
 
-    def conllu(self) -> Iterator[Example]:
+    def conllu(self) -> Iterator[Example | None]:
         for block in _blocks(self.path):
             try:
                 words, labels = self._conllu_block(block)
@@ -325,9 +327,7 @@ class _Reader:
             if not words:
                 self.stats.empty += 1
                 continue
-            ex = self.words_example(words, labels, block[0][0])
-            if ex is not None:
-                yield ex
+            yield self.words_example(words, labels, block[0][0])
 
     def _conllu_block(self, block) -> tuple[list[str], list[str]]:
         words: list[str] = []
@@ -372,7 +372,7 @@ class _Reader:
             labels.append(label)
         return words, labels
 
-    def column(self) -> Iterator[Example]:
+    def column(self) -> Iterator[Example | None]:
         scheme = self._column_scheme()
         self.stats.scheme = scheme
         for block in _blocks(self.path):
@@ -390,11 +390,9 @@ class _Reader:
                 pos += len(token)
             starts.append(pos)
             text = "".join(tokens)
-            ex = self.emit(
+            yield self.emit(
                 text, ((starts[s], starts[e], lab) for s, e, lab in unit_spans), block[0][0]
             )
-            if ex is not None:
-                yield ex
 
     def _column_scheme(self) -> TagScheme:
         """Detect the file's scheme from the valid tag prefixes it uses."""
@@ -430,7 +428,7 @@ class _Reader:
             tags.append(tag)
         return tokens, tags
 
-    def jsonl(self) -> Iterator[Example]:
+    def jsonl(self) -> Iterator[Example | None]:
         for number, line, err in _lines(self.path):
             try:
                 if line is None:
@@ -441,9 +439,7 @@ class _Reader:
             except _LineError as exc:
                 self.fail(exc)
                 continue
-            ex = self.emit(text, spans, number)
-            if ex is not None:
-                yield ex
+            yield self.emit(text, spans, number)
 
 
 def _parse_json_record(line: str, number: int) -> tuple[str, list[tuple[int, int, str]]]:
@@ -508,7 +504,7 @@ def iter_corpus(
     if isinstance(max_errors, bool) or not isinstance(max_errors, int) or max_errors < 0:
         raise ValueError(f"max_errors must be an integer >= 0, got {max_errors!r}")
     reader = _Reader(Path(path), tag_column, label_map, max_errors, stats or ReadStats())
-    return getattr(reader, fmt)()
+    return reader.examples(fmt)
 
 
 def read_corpus(
