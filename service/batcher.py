@@ -5,7 +5,11 @@ device. Handlers encode their pieces (sentences or windows of a text) and
 :meth:`Batcher.submit` them; one background asyncio task takes pieces in arrival
 order into a batch until it has ``max_batch_size`` pieces, or one more would push
 the padded size (longest piece x pieces, padding counted) past ``max_batch_units``,
-or the oldest piece has waited ``max_wait_ms``, whichever comes first. The batch
+or the oldest piece has waited ``max_wait_ms``, whichever comes first. The wait only
+applies while requests arrive closer together than ``max_wait_ms`` (a moving average of
+the gaps between requests): then company is likely to come, and under load pieces queue
+behind the running batch anyway; a lone request on a quiet model is taken at once, so
+batching costs light traffic nothing (``wait_policy="always"`` restores the plain rule). The batch
 runs off the event loop in a one-thread executor (so inference for one model is
 never concurrent with itself), sorted by length inside the batch.
 
@@ -19,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
@@ -33,6 +38,12 @@ from models.spans import Span
 
 log = logging.getLogger("seqtag.batcher")
 
+
+#: Weight of the newest gap between requests in their moving average (about the last 5 requests count).
+GAP_WEIGHT = 0.3
+#: "adaptive": wait for company only while requests arrive closer together than max_wait (default);
+#: "always": the oldest piece always waits up to max_wait for the batch to fill.
+WAIT_POLICIES = ("adaptive", "always")
 
 class BatcherError(Exception):
     """Base of the errors a submitted piece can end with."""
@@ -97,9 +108,13 @@ class Batcher:
         max_wait_ms: float = 5.0,
         max_queue: int = 2048,
         metrics: Any = None,
+        wait_policy: str = "adaptive",
     ):
         if max_batch_size < 1 or max_batch_units < 1 or max_queue < 1 or max_wait_ms < 0:
             raise ValueError("batcher limits must be positive")
+        if wait_policy not in WAIT_POLICIES:
+            raise ValueError(f"wait_policy must be one of {', '.join(WAIT_POLICIES)}, not {wait_policy!r}")
+        self.wait_policy = wait_policy
         self.pipeline = pipeline
         self.name = name
         self.max_batch_size = max_batch_size
@@ -114,6 +129,8 @@ class Batcher:
         self._task: asyncio.Task | None = None
         self._executor: ThreadPoolExecutor | None = None
         self._closing = False
+        self._last_submit = -math.inf
+        self._gap = math.inf  # moving average of the seconds between requests (inf: no traffic yet)
 
     # ---- lifecycle -----------------------------------------------------
     async def start(self) -> None:
@@ -164,6 +181,10 @@ class Batcher:
             raise Overloaded(self.name, len(self._pending))
         loop = asyncio.get_running_loop()
         now = time.monotonic()
+        # gaps past 10 x max_wait all mean "quiet", so dense traffic after a quiet spell counts within ~7 requests
+        gap = min(now - self._last_submit, 10 * self.max_wait)
+        self._gap = gap if math.isinf(self._gap) else (1 - GAP_WEIGHT) * self._gap + GAP_WEIGHT * gap
+        self._last_submit = now
         futures = []
         for piece in pieces:
             future = loop.create_future()
@@ -183,7 +204,7 @@ class Batcher:
                 self._wake.clear()
                 await self._wake.wait()
                 continue
-            if not self._closing and not self._batch_full():
+            if not self._closing and self._worth_waiting() and not self._batch_full():
                 remaining = self._pending[0].enqueued + self.max_wait - time.monotonic()
                 if remaining > 0:
                     self._wake.clear()
@@ -202,6 +223,10 @@ class Batcher:
                 except Exception as exc:  # never let the worker die
                     log.exception("batcher %s: unexpected error", self.name)
                     self._fail(batch, BatchFailed(f"batch failed: {type(exc).__name__}: {exc}"))
+
+    def _worth_waiting(self) -> bool:
+        """May the oldest piece wait (up to max_wait) for company? Always, or only under dense traffic."""
+        return self.wait_policy == "always" or self._gap < self.max_wait
 
     def _batch_full(self) -> bool:
         """Would a batch taken now stop before the queue's end (size or unit budget reached)?"""

@@ -129,6 +129,7 @@ class LoadedModel:
                 "max_batch_size": b.max_batch_size,
                 "max_batch_units": b.max_batch_units,
                 "max_wait_ms": b.max_wait * 1000.0,
+                "wait_policy": b.wait_policy,
                 "max_queue": b.max_queue,
                 "queue_depth": b.queue_depth,
                 "running": b.running,
@@ -240,7 +241,7 @@ class ModelRegistry:
         s = self.settings
         return Batcher(
             pipeline, name=name, max_batch_size=s.max_batch_size, max_batch_units=s.max_batch_units,
-            max_wait_ms=s.max_wait_ms, max_queue=s.max_queue, metrics=self.metrics,
+            max_wait_ms=s.max_wait_ms, max_queue=s.max_queue, metrics=self.metrics, wait_policy=s.wait_policy,
         )
 
     async def _load_all(self, previous: dict[str, LoadedModel]) -> ReloadReport:

@@ -106,6 +106,7 @@ class BatchingInfo(BaseModel):
     max_batch_size: int
     max_batch_units: int
     max_wait_ms: float
+    wait_policy: str
     max_queue: int
     queue_depth: int
     running: bool

@@ -54,6 +54,10 @@ class Settings(BaseSettings):
     max_wait_ms: float = Field(5.0, ge=0)
     """How long the oldest waiting piece may wait for a batch to fill (default 5 ms)."""
 
+    wait_policy: Literal["adaptive", "always"] = "adaptive"
+    """When a batch waits ``max_wait_ms`` for more pieces: ``adaptive`` (default) only while requests arrive
+    closer together than that, so a lone request is never held back; ``always`` for every batch."""
+
     max_queue: int = Field(2048, ge=1)
     """Pieces waiting per model; a request arriving at a full queue gets 503 at once (default 2048)."""
 

@@ -87,7 +87,7 @@ def test_results_go_back_to_their_own_piece_after_sorting():
 def test_batch_closes_on_size_without_waiting():
     async def main():
         fake = FakePipeline()
-        b = await started(fake, max_batch_size=4, max_wait_ms=800)
+        b = await started(fake, max_batch_size=4, max_wait_ms=800, wait_policy="always")
         t0 = time.monotonic()
         futures = b.submit([piece(1, 3) for _ in range(10)])
         await asyncio.gather(*futures)
@@ -119,7 +119,7 @@ def test_batch_closes_on_padded_unit_budget():
 def test_batch_closes_on_max_wait_and_collects_late_arrivals():
     async def main():
         fake = FakePipeline()
-        b = await started(fake, max_batch_size=64, max_wait_ms=100)
+        b = await started(fake, max_batch_size=64, max_wait_ms=100, wait_policy="always")
         t0 = time.monotonic()
         first = b.submit([piece(1, 2)])
         await asyncio.sleep(0.02)
@@ -134,6 +134,48 @@ def test_batch_closes_on_max_wait_and_collects_late_arrivals():
     fake, elapsed = run(main())
     assert fake.batches == [[3, 2], [1]]
     assert 0.09 <= elapsed < 1.0
+
+
+def test_adaptive_wait_takes_a_lone_request_at_once():
+    async def main():
+        fake = FakePipeline()
+        b = await started(fake, max_wait_ms=10_000)  # default policy: adaptive
+        t0 = time.monotonic()
+        await asyncio.gather(*b.submit([piece(1, 2)]))
+        elapsed = time.monotonic() - t0
+        await asyncio.sleep(0.05)  # a quiet gap: the next request is alone too
+        await asyncio.gather(*b.submit([piece(2, 3)]))
+        total = time.monotonic() - t0
+        await b.stop()
+        return fake, elapsed, total
+
+    fake, elapsed, total = run(main())
+    assert fake.batches == [[2], [3]]
+    assert elapsed < 5 and total < 5  # not held back for max_wait (10 s)
+
+
+def test_adaptive_wait_waits_for_company_under_dense_traffic():
+    async def main():
+        fake = FakePipeline()
+        b = await started(fake, max_batch_size=64, max_wait_ms=300)
+        for k in range(10):  # requests 10 ms apart: the moving gap falls below max_wait
+            await asyncio.gather(*b.submit([piece(k, 1)]))
+            await asyncio.sleep(0.01)
+        fake.batches.clear()
+        first = b.submit([piece(7, 2)])
+        await asyncio.sleep(0.05)  # arrives while the first waits for company
+        second = b.submit([piece(8, 3)])
+        await asyncio.gather(*first, *second)
+        await b.stop()
+        return fake
+
+    fake = run(main())
+    assert fake.batches == [[3, 2]]
+
+
+def test_wait_policy_is_checked():
+    with pytest.raises(ValueError, match="wait_policy"):
+        Batcher(FakePipeline(), wait_policy="sometimes")
 
 
 def test_max_batch_size_one_disables_batching():

@@ -148,7 +148,7 @@ def test_deadline_is_504(make_client):
 
 
 def test_failing_batch_fails_its_requests_and_the_server_goes_on(make_settings):
-    app = create_app(make_settings(max_wait_ms=300))
+    app = create_app(make_settings(max_wait_ms=300, wait_policy="always"))
 
     async def main():
         async with async_client(app) as http:

@@ -24,7 +24,7 @@ def test_models_listing(client):
     assert isinstance(ner["dev_metrics"]["f1"], float)
     assert ner["device"] == "cpu" and len(ner["version"]) == 12 and ner["saved_at"]
     assert ner["batching"] == {"max_batch_size": 64, "max_batch_units": 8192, "max_wait_ms": 5.0,
-                               "max_queue": 2048, "queue_depth": 0, "running": True}
+                               "wait_policy": "adaptive", "max_queue": 2048, "queue_depth": 0, "running": True}
     assert models["zh-seg"]["labels"] == [] and models["zh-pos"]["labels"]
 
 
