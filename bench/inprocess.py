@@ -11,7 +11,8 @@ from typing import Any, Callable, Sequence
 
 import torch
 
-from bench.common import REPO_ROOT, Context, ModelInfo, Table, TextSource, median, ratio, skipped, timed
+from bench.common import (REPO_ROOT, Context, ModelInfo, Table, TextSource, median, ratio, read_seg_lines,
+                          skipped, timed)
 from models.pipeline import Pipeline, plan_batches
 from models.tagger import Tagger
 
@@ -116,10 +117,20 @@ def throughput(ctx: Context, source: TextSource, pipelines: list[tuple[ModelInfo
 def whole_process(ctx: Context, source: TextSource) -> Table:
     table = Table(TITLES[1], ["command", "input", "wall s (median)", "chars/s", "seqtag / jieba"])
     model = ctx.seg_model() or ctx.models()[0]
+    inputs: dict[str, tuple[Path, int]] = {}  # name -> (file, characters)
     text_file = ctx.workdir / "dev.txt"
     text_file.write_text("\n".join(source.texts) + "\n", encoding="utf-8")
-    empty_file = ctx.workdir / "empty.txt"
-    empty_file.write_text("", encoding="utf-8")
+    inputs["dev text"] = (text_file, source.chars)
+    big_origin = None
+    if not ctx.smoke:  # a text long enough that start-up stops mattering
+        train, big_origin = ctx.train_file()
+        lines = [line.replace(" ", "") for line in read_seg_lines(train)]
+        big_file = ctx.workdir / "train.txt"
+        big_file.write_text("\n".join(lines) + "\n", encoding="utf-8")
+        inputs["train text"] = (big_file, sum(len(line) for line in lines))
+        empty_file = ctx.workdir / "empty.txt"
+        empty_file.write_text("", encoding="utf-8")
+        inputs["empty file"] = (empty_file, 0)
     stdout = ctx.workdir / "stdout.out"  # jieba writes its output here; seqtag writes to --output
 
     def seqtag(path: Path) -> list[str]:
@@ -129,14 +140,13 @@ def whole_process(ctx: Context, source: TextSource) -> Table:
     def jieba(path: Path) -> list[str]:
         return [sys.executable, "-m", "jieba", "-q", "-d", " ", str(path)]
 
-    commands = {("seqtag predict", "dev text"): seqtag(text_file)}
     has_jieba = importlib.util.find_spec("jieba") is not None
-    if has_jieba:
-        commands[("python -m jieba", "dev text")] = jieba(text_file)
-    if not ctx.smoke:  # start-up alone, to read the rest against
-        commands[("seqtag predict", "empty file")] = seqtag(empty_file)
+    commands: dict[tuple[str, str], list[str]] = {}
+    for name, (path, _) in inputs.items():
+        commands[("seqtag predict", name)] = seqtag(path)
         if has_jieba:
-            commands[("python -m jieba", "empty file")] = jieba(empty_file)
+            commands[("python -m jieba", name)] = jieba(path)
+    if not ctx.smoke:
         for cmd in commands.values():  # warm-up: OS file cache, jieba's dictionary cache
             run_process(cmd, stdout)
     seconds: dict[tuple[str, str], list[float]] = {key: [] for key in commands}
@@ -145,23 +155,27 @@ def whole_process(ctx: Context, source: TextSource) -> Table:
             seconds[key].append(run_process(cmd, stdout))
 
     def speed(key: tuple[str, str]) -> float | None:
-        return source.chars / median(seconds[key]) if key in seconds and key[1] == "dev text" else None
+        chars = inputs[key[1]][1]
+        return chars / median(seconds[key]) if key in seconds and chars else None
 
-    jieba_speed = speed(("python -m jieba", "dev text"))
     for key in commands:
-        is_seqtag_text = key == ("seqtag predict", "dev text")
+        jieba_speed = speed(("python -m jieba", key[1])) if has_jieba else None
+        is_seqtag_text = key[0] == "seqtag predict" and inputs[key[1]][1] > 0
         table.add(key[0], key[1], median(seconds[key]), speed(key),
                   ratio(speed(key), jieba_speed) if is_seqtag_text else "—")
     table.notes += [
         f"each row is one subprocess, wall clock including interpreter start-up, imports and model/dictionary "
-        f"loading; text: {source.describe()}, one sentence per line; medians over {ctx.repeats_text} (interleaved)",
+        f"loading, one sentence per line; medians over {ctx.repeats_text} (interleaved); dev text: "
+        f"{source.describe()}"
+        + (f"; train text: {big_origin} with the spaces removed, {inputs['train text'][1]:,} characters "
+           "(start-up matters less); empty file: start-up alone" if big_origin else ""),
         f"seqtag: `python -m training.cli predict {model.name} FILE --output OUT --device {ctx.device.type}` "
         "(= `seqtag predict`, batch size 256)",
         "jieba: `python -m jieba -q -d ' ' FILE > OUT` (default mode, HMM on)" if has_jieba
         else "jieba: not measured (not installed; `pip install -e .[bench]`)",
     ]
     if ctx.smoke:
-        table.notes.append("--smoke: no warm-up runs and no start-up-only rows")
+        table.notes.append("--smoke: no warm-up runs, dev text only")
     return table
 
 
