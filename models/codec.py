@@ -255,8 +255,8 @@ class Codec:
         lengths = torch.tensor([len(r) for r in rows], dtype=torch.long)
         width = max(int(lengths.max()) if len(rows) else 0, 1)
         unit_ids = np.zeros((len(rows), width), dtype=np.int64)
-        for r, row in enumerate(rows):
-            unit_ids[r, : len(row)] = row
+        if rows:  # one scatter of all rows' ids into their padded places
+            unit_ids[np.arange(width)[None, :] < lengths.numpy()[:, None]] = np.concatenate(rows)
         units = torch.from_numpy(unit_ids)
         bigrams = self._bigram_tensor(units, lengths) if self.config.bigrams else None
         return Batch(units, bigrams, lengths)

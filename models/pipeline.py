@@ -109,52 +109,78 @@ class Pipeline:
         probs = None
         if marginals is not None:
             probs = np.take_along_axis(marginals.cpu().numpy(), tag_ids[..., None], -1)[..., 0]
-        lengths = np.asarray([len(encoded.ids[i]) for i in order])
-        rows = self._unit_spans(tag_ids, lengths)
-        out = []
-        for row, i in enumerate(order):
-            starts, ends, labels = rows[row]
-            offsets = encoded.offsets[i]
-            char_starts, char_ends = offsets[starts, 0].tolist(), offsets[ends - 1, 1].tolist()
-            if probs is None:
-                out.append([Span(a, b, lab) for a, b, lab in zip(char_starts, char_ends, labels)])
-            else:
-                mins = _span_minima(probs[row, : len(encoded.ids[i])], starts, ends)
-                out.append([Span(a, b, lab, p) for a, b, lab, p in zip(char_starts, char_ends, labels, mins)])
-        return out
+        lengths = np.asarray([len(encoded.ids[i]) for i in order], dtype=np.int64)
+        return self._spans(tag_ids, lengths, [encoded.offsets[i] for i in order], probs)
 
-    def _unit_spans(self, tag_ids: np.ndarray, lengths: np.ndarray) -> list[tuple[np.ndarray, np.ndarray, list[str]]]:
-        """Per row: unit span starts, ends (exclusive) and labels, found with array operations.
+    def _spans(self, tag_ids: np.ndarray, lengths: np.ndarray, offsets: Sequence[np.ndarray],
+               probs: np.ndarray | None) -> list[list[Span]]:
+        """Character spans of every row, built with array operations over the whole batch.
 
-        Works for any tag sequence the CRF's transition constraints allow; anything else (a
-        softmax decoder's output) goes through the repairing :func:`tags_to_spans`.
+        Works for any tag sequence the CRF's transition constraints allow; a row with anything
+        else (a softmax decoder's output) goes through the repairing :func:`tags_to_spans`.
         """
         prefix, label = self._tag_tables()
-        width = tag_ids.shape[1]
+        b, width = tag_ids.shape
         valid = np.arange(width)[None, :] < lengths[:, None]
         pre, lab = prefix[tag_ids], label[tag_ids]
         if self.meta.scheme is TagScheme.BIO:
-            nxt_pre = np.concatenate([pre[:, 1:], np.full((len(pre), 1), _O)], axis=1)
-            nxt_lab = np.concatenate([lab[:, 1:], np.full((len(lab), 1), -1)], axis=1)
-            nxt_valid = np.concatenate([valid[:, 1:], np.zeros((len(valid), 1), bool)], axis=1)
+            nxt_pre = np.concatenate([pre[:, 1:], np.full((b, 1), _O)], axis=1)
+            nxt_lab = np.concatenate([lab[:, 1:], np.full((b, 1), -1)], axis=1)
+            nxt_valid = np.concatenate([valid[:, 1:], np.zeros((b, 1), bool)], axis=1)
             starts = valid & (pre == _B)
             ends = valid & (pre != _O) & ~(nxt_valid & (nxt_pre == _I) & (nxt_lab == lab))
         else:
             starts = valid & ((pre == _B) | (pre == _S))
             ends = valid & ((pre == _E) | (pre == _S))
-        names = self.meta.tags
-        out = []
-        for row in range(len(tag_ids)):
-            s_idx, e_idx = np.flatnonzero(starts[row]), np.flatnonzero(ends[row]) + 1
+        s_row, s_col = np.nonzero(starts)  # row-major: spans in order, row by row
+        e_row, e_col = np.nonzero(ends)
+        count = np.bincount(s_row, minlength=b)
+        good = count == np.bincount(e_row, minlength=b)
+        if len(s_row) == len(e_row):  # the k-th start pairs with the k-th end of the same row
+            e_col1 = e_col + 1
+            bad_pair = (s_row != e_row) | (s_col >= e_col1)
+            bad_pair[1:] |= (s_row[1:] == s_row[:-1]) & (s_col[1:] < e_col1[:-1])  # overlapping spans
+            good &= np.bincount(s_row[bad_pair], minlength=b) == 0
+            covered = np.bincount(s_row, weights=e_col1 - s_col, minlength=b)
+            good &= covered == ((pre != _O) & valid).sum(axis=1)
+        else:
+            good[:] = False
+        # flat unit index of each row's first unit, to read offsets and scores of the whole batch at once
+        first = np.concatenate([[0], np.cumsum(lengths)[:-1]])
+        flat_offsets = np.concatenate(offsets) if len(offsets) else np.zeros((0, 2), np.int64)
+        out: list[list[Span]] = []
+        if good.all() and len(s_row) == len(e_row):
+            char_starts = flat_offsets[first[s_row] + s_col, 0].tolist()
+            char_ends = flat_offsets[first[e_row] + e_col, 1].tolist()
+            labels = [self._labels[k] for k in lab[s_row, s_col].tolist()]
+            if probs is None:
+                spans = list(map(Span, char_starts, char_ends, labels))
+            else:
+                flat_probs = probs[valid]
+                mins = _span_minima(flat_probs, first[s_row] + s_col, first[e_row] + e_col + 1)
+                spans = list(map(Span, char_starts, char_ends, labels, mins))
+            bounds = np.cumsum(count).tolist()
+            return [spans[a:z] for a, z in zip([0] + bounds[:-1], bounds)]
+        names = self.meta.tags  # some row is not a sequence the constraints allow: row by row
+        for row in range(b):
             n = int(lengths[row])
-            covered = ((pre[row, :n] != _O).sum() == (e_idx - s_idx).sum()) if len(s_idx) == len(e_idx) else False
-            if covered and (len(s_idx) == 0 or ((s_idx < e_idx).all() and (s_idx[1:] >= e_idx[:-1]).all())):
-                labels = [self._labels[k] for k in lab[row, s_idx]]
-                out.append((s_idx, e_idx, labels))
-            else:  # not a sequence the constraints allow: repair it the documented way
-                spans = tags_to_spans([names[t] for t in tag_ids[row, :n]])
-                out.append((np.asarray([a for a, _, _ in spans], dtype=np.int64),
-                            np.asarray([b for _, b, _ in spans], dtype=np.int64), [c for _, _, c in spans]))
+            if good[row]:
+                mask_s, mask_e = s_row == row, e_row == row
+                unit_s, unit_e = s_col[mask_s], e_col[mask_e] + 1
+                row_labels = [self._labels[k] for k in lab[row, unit_s].tolist()]
+            else:  # repair it the documented way
+                repaired = tags_to_spans([names[t] for t in tag_ids[row, :n].tolist()])
+                unit_s = np.asarray([a for a, _, _ in repaired], dtype=np.int64)
+                unit_e = np.asarray([z for _, z, _ in repaired], dtype=np.int64)
+                row_labels = [c for _, _, c in repaired]
+            row_offsets = offsets[row]
+            char_starts = row_offsets[unit_s, 0].tolist()
+            char_ends = row_offsets[unit_e - 1, 1].tolist()
+            if probs is None:
+                out.append(list(map(Span, char_starts, char_ends, row_labels)))
+            else:
+                mins = _span_minima(probs[row, :n], unit_s, unit_e)
+                out.append(list(map(Span, char_starts, char_ends, row_labels, mins)))
         return out
 
     def _tag_tables(self) -> tuple[np.ndarray, np.ndarray]:
