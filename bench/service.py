@@ -66,8 +66,11 @@ def run(ctx: Context) -> list[Table]:
 
 
 def bulk_configs(ctx: Context) -> dict[str, dict[str, str]]:
-    if ctx.device.type == "cuda":
-        return {"1 worker": dict(BULK_CUDA), "4 workers": {**BULK_CUDA, "SEQTAG_WORKERS": "4"}}
+    if ctx.device.type == "cuda":  # several workers share the GPU; each gets a few CPU threads, not all
+        threads = str(max(1, (os.cpu_count() or 8) // 8))
+        return {"1 worker": dict(BULK_CUDA),
+                **{f"{n} workers": {**BULK_CUDA, "SEQTAG_WORKERS": str(n), "SEQTAG_TORCH_THREADS": threads,
+                                    "TOKENIZERS_PARALLELISM": "false"} for n in (4, 8)}}
     return {"1 worker": {}}
 
 
