@@ -5,6 +5,8 @@ Tensors in, tensors out; the caller picks the device once. Text never gets here.
 
 from __future__ import annotations
 
+import math
+
 from typing import Literal
 
 import torch
@@ -28,6 +30,7 @@ class TaggerConfig(BaseModel):
     embed_dropout: float = Field(0.3, ge=0, lt=1)
     dropout: float = Field(0.3, ge=0, lt=1)  # between layers and before the projection
     decoder: Literal["crf", "softmax"] = "crf"
+    embed_init: Literal["scaled", "small"] = "small"  # initial embedding range: ±sqrt(3/dim) or ±0.1
 
 
 class Tagger(nn.Module):
@@ -64,9 +67,12 @@ class Tagger(nn.Module):
         self._init_weights()
 
     def _init_weights(self) -> None:
-        nn.init.uniform_(self.unit_embed.weight, -0.1, 0.1)
-        if self.use_bigrams:
-            nn.init.uniform_(self.bigram_embed.weight, -0.1, 0.1)
+        embeddings = [self.unit_embed] + ([self.bigram_embed] if self.use_bigrams else [])
+        for embed in embeddings:
+            # "scaled": uniform with variance 1/dim (±sqrt(3/dim)), as NCRF++ and most taggers start;
+            # "small": uniform ±0.1, the older default
+            bound = math.sqrt(3.0 / embed.embedding_dim) if self.config.embed_init == "scaled" else 0.1
+            nn.init.uniform_(embed.weight, -bound, bound)
         if isinstance(self.encoder, nn.LSTM):
             # Keras' unit_forget_bias: forget gate starts open (gates are i, f, g, o).
             h = self.config.hidden

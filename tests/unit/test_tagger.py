@@ -122,6 +122,15 @@ def test_gru_has_no_forget_bias_rewrite(codec):
     assert not torch.all((ih == 0) | (ih == 1))
 
 
+@pytest.mark.parametrize("embed_init, bound", [("scaled", lambda dim: (3 / dim) ** 0.5), ("small", lambda dim: 0.1)])
+def test_embedding_init_range(codec, embed_init, bound):
+    torch.manual_seed(0)
+    tagger, _ = make_tagger(codec, embed_init=embed_init)
+    for embed in (tagger.unit_embed, tagger.bigram_embed):
+        weight, limit = embed.weight.detach(), bound(embed.embedding_dim)
+        assert weight.abs().max() <= limit and weight.abs().max() > 0.8 * limit
+
+
 # --------------------------------------------------------------------------- training / decoding
 
 
