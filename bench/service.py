@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import os
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 
 from bench.common import (Context, MemoryWatch, Table, http_inputs, median, percentile, ratio,
@@ -65,6 +66,10 @@ def run(ctx: Context) -> list[Table]:
     ]
 
 
+def cuda_or(ctx: Context, on_cuda: int, on_cpu: int) -> int:
+    return on_cuda if ctx.device.type == "cuda" else on_cpu
+
+
 def bulk_configs(ctx: Context) -> dict[str, dict[str, str]]:
     if ctx.device.type == "cuda":  # several workers share the GPU; each gets a few CPU threads, not all
         threads = str(max(1, (os.cpu_count() or 8) // 8))
@@ -78,6 +83,7 @@ def bulk_table(ctx: Context, model: str, pool: list[str]) -> Table:
     """Requests of BULK_TEXTS sentences each: sentences/s over HTTP with batching on."""
     table = Table(TITLES[3], ["server", "concurrency", "requests", "errors", "sentences/s", "chars/s",
                               "p50 ms", "p99 ms"])
+    table.columns[3] = "errors (status: count)"
     levels = SMOKE_CONCURRENCY if ctx.smoke else BULK_CONCURRENCY
     configs = bulk_configs(ctx)
     results: dict[tuple[str, int], list[LoadResult]] = {}
@@ -89,14 +95,16 @@ def bulk_table(ctx: Context, model: str, pool: list[str]) -> Table:
                                  texts_per_request=BULK_TEXTS))
             for _ in range(ctx.repeats):
                 for level in levels:
-                    per_worker = 2 if ctx.smoke else max(10, -(-640 // level))
+                    per_worker = 2 if ctx.smoke else max(cuda_or(ctx, 10, 3), -(-cuda_or(ctx, 640, 160) // level))
                     results.setdefault((name, level), []).append(asyncio.run(load(
                         base, model, pool, level, per_worker, cap_s=time_cap(ctx) / 2,
                         texts_per_request=BULK_TEXTS)))
     for name in configs:
         for level in levels:
             runs = results[(name, level)]
-            table.add(name, level, sum(r.ok for r in runs), sum(r.errors for r in runs),
+            statuses = sum((r.statuses for r in runs), Counter())
+            errors = "; ".join(f"{code or 'transport'}: {n}" for code, n in sorted(statuses.items())) or "0"
+            table.add(name, level, sum(r.ok for r in runs), errors,
                       median([r.texts / r.seconds for r in runs]), median([r.chars / r.seconds for r in runs]),
                       ms(median([percentile(r.latencies, 50) or 0 for r in runs])),
                       ms(median([percentile(r.latencies, 99) or 0 for r in runs])))
@@ -106,7 +114,8 @@ def bulk_table(ctx: Context, model: str, pool: list[str]) -> Table:
         f"`POST /v1/segment` with {{\"texts\": [...{BULK_TEXTS} sentences]}} per request (model {model}), "
         f"sentences from {ctx.dev_texts().origin}; batching on, SEQTAG_DEVICE={ctx.device.type}; {settings}",
         "one `seqtag serve` process at a time on 127.0.0.1, warmed up by tagging every sentence once in bulk "
-        "requests (untimed); same asyncio httpx client as above; requests: total answered 200 over all repeats; "
+        "requests (untimed); same asyncio httpx client as above; requests: total answered 200 over all repeats, "
+        "errors: the other answers by HTTP status (503 = queue full: SEQTAG_MAX_QUEUE pieces already waiting); "
         f"sentences/s, chars/s, p50, p99: medians over {ctx.repeats_text}",
     ]
     if ctx.device.type == "cuda":
@@ -134,6 +143,7 @@ class LoadResult:
     chars: int = 0
     texts: int = 0
     errors: int = 0
+    statuses: Counter = field(default_factory=Counter)  # of the errors: HTTP status, 0 = transport error
 
     @property
     def ok(self) -> int:
@@ -175,6 +185,7 @@ async def load(base: str, model: str, pool: list[str], concurrency: int, per_wor
                     result.texts += len(texts)
                 else:
                     result.errors += 1
+                    result.statuses[status] += 1
 
         start = time.perf_counter()
         await asyncio.gather(*(worker(w) for w in range(concurrency)))
