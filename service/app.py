@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from contextlib import asynccontextmanager
 from typing import AsyncIterator
 
@@ -36,8 +37,7 @@ Send `{"text": "..."}` or `{"texts": [...]}`; every answer has one result per te
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     settings: Settings = app.state.settings
     threads = torch.get_num_threads()
-    if settings.torch_threads:
-        torch.set_num_threads(settings.torch_threads)
+    torch.set_num_threads(serving_threads(settings.torch_threads))
     registry = None
     try:
         device = pick_device(settings.device)
@@ -52,6 +52,18 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         if registry is not None:
             await registry.stop()
         torch.set_num_threads(threads)
+
+
+def serving_threads(setting: int, cores: int | None = None) -> int:
+    """Torch threads for a serving process: the setting, or (0 = auto) one fewer than its usable cores.
+
+    Inference threads that take every core fight the event loop (and, on a small machine, the clients)
+    for CPU time; OpenMP's spinning threads make that worse than leaving one core to the rest."""
+    if setting:
+        return setting
+    if cores is None:
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, cores - 1)
 
 
 class BodyLimitMiddleware:

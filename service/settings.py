@@ -96,7 +96,9 @@ class Settings(BaseSettings):
     """Origins allowed by CORS, as a JSON list or comma-separated (default empty: CORS off)."""
 
     torch_threads: int = Field(0, ge=0)
-    """CPU threads torch may use (default 0: torch's own choice)."""
+    """CPU threads torch may use for inference (default 0 = auto: one fewer than the cores this process may
+    run on, at least 1, so the event loop that parses requests keeps a core: on 2 cores this doubled both
+    throughput and single-request speed, see BENCHMARKS.md)."""
 
     log_level: Literal["critical", "error", "warning", "info", "debug", "trace"] = "info"
     """Log level of the service and uvicorn (default info)."""

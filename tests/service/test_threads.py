@@ -1,0 +1,33 @@
+"""Torch threads of a serving process: leave the event loop a core."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+import torch
+
+from service.app import create_app, serving_threads
+
+
+@pytest.mark.parametrize("setting, cores, expected", [(0, 1, 1), (0, 2, 1), (0, 16, 15), (3, 16, 3), (4, 2, 4)])
+def test_serving_threads(setting, cores, expected):
+    assert serving_threads(setting, cores) == expected
+
+
+def threads_seen_by_a_new_thread() -> int:
+    """torch's thread count as a fresh thread (like the batcher's executor) starts with it."""
+    seen: list[int] = []
+    worker = threading.Thread(target=lambda: seen.append(torch.get_num_threads()))
+    worker.start()
+    worker.join()
+    return seen[0]
+
+
+def test_auto_threads_are_applied_while_serving(make_settings):
+    from fastapi.testclient import TestClient
+
+    app = create_app(make_settings(torch_threads=0))
+    with TestClient(app) as client:
+        assert client.get("/healthz").status_code == 200
+        assert threads_seen_by_a_new_thread() == serving_threads(0)
