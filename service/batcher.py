@@ -41,6 +41,8 @@ log = logging.getLogger("seqtag.batcher")
 
 #: Weight of the newest gap between requests in their moving average (about the last 5 requests count).
 GAP_WEIGHT = 0.3
+#: How often (at most) the worker hands freed heap memory back to the OS after a batch.
+TRIM_EVERY_S = 5.0
 #: "adaptive": wait for company only while requests arrive closer together than max_wait (default);
 #: "always": the oldest piece always waits up to max_wait for the batch to fill.
 WAIT_POLICIES = ("adaptive", "always")
@@ -130,6 +132,7 @@ class Batcher:
         self._executor: ThreadPoolExecutor | None = None
         self._closing = False
         self._last_submit = -math.inf
+        self._last_trim = time.monotonic()
         self._gap = math.inf  # moving average of the seconds between requests (inf: no traffic yet)
 
     # ---- lifecycle -----------------------------------------------------
@@ -307,6 +310,10 @@ class Batcher:
         results: list[list[Span]] = [[] for _ in pieces]
         for k, i in enumerate(order):
             results[i] = list(out[k])  # a fresh list per member: nothing is shared across a batch
+        now = time.monotonic()
+        if now - self._last_trim > TRIM_EVERY_S:
+            self._last_trim = now
+            release_free_memory()
         return results
 
     # ---- helpers ---------------------------------------------------------
@@ -324,3 +331,26 @@ class Batcher:
     def _gauge(self) -> None:
         if self.metrics is not None and self.report_depth:
             self.metrics.queue_depth.labels(self.name).set(len(self._pending))
+
+
+_libc_trim = None
+
+
+def release_free_memory() -> bool:
+    """glibc's ``malloc_trim(0)``: return freed heap pages to the OS (False where there is no glibc).
+
+    Batches of ever-changing shapes leave the heap fragmented: without this the service's resident memory
+    crept up by 10–14% over 20,000 requests although nothing was kept (see the load benchmark)."""
+    global _libc_trim
+    if _libc_trim is None:
+        try:
+            import ctypes
+
+            _libc_trim = ctypes.CDLL("libc.so.6").malloc_trim
+        except (OSError, AttributeError):
+            _libc_trim = False
+    if not _libc_trim:
+        return False
+    _libc_trim(0)
+    return True
+
