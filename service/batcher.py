@@ -47,6 +47,7 @@ TRIM_EVERY_S = 5.0
 #: "always": the oldest piece always waits up to max_wait for the batch to fill.
 WAIT_POLICIES = ("adaptive", "always")
 
+
 class BatcherError(Exception):
     """Base of the errors a submitted piece can end with."""
 
