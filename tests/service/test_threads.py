@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import threading
 
 import pytest
@@ -31,3 +32,14 @@ def test_auto_threads_are_applied_while_serving(make_settings):
     with TestClient(app) as client:
         assert client.get("/healthz").status_code == 200
         assert threads_seen_by_a_new_thread() == serving_threads(0)
+
+
+def test_app_caps_the_onednn_kernel_cache(monkeypatch, make_settings):
+    from service.app import KERNEL_CACHE_ENTRIES
+
+    monkeypatch.delenv("ONEDNN_PRIMITIVE_CACHE_CAPACITY", raising=False)
+    create_app(make_settings())
+    assert os.environ["ONEDNN_PRIMITIVE_CACHE_CAPACITY"] == KERNEL_CACHE_ENTRIES
+    monkeypatch.setenv("ONEDNN_PRIMITIVE_CACHE_CAPACITY", "64")  # an operator's own value is kept
+    create_app(make_settings())
+    assert os.environ["ONEDNN_PRIMITIVE_CACHE_CAPACITY"] == "64"
