@@ -340,8 +340,9 @@ _libc_trim = None
 def release_free_memory() -> bool:
     """glibc's ``malloc_trim(0)``: return freed heap pages to the OS (False where there is no glibc).
 
-    Batches of ever-changing shapes leave the heap fragmented: without this the service's resident memory
-    crept up by 10–14% over 20,000 requests although nothing was kept (see the load benchmark)."""
+    Batches of ever-changing shapes leave freed but unreturned pages behind. The main cause of the service's
+    memory growth was oneDNN's per-shape kernel cache (capped in ``service.app``); this keeps the rest flat:
+    9.1% vs 13.95% growth over 20,000 requests before the cap was found (see BENCHMARKS.md)."""
     global _libc_trim
     if _libc_trim is None:
         try:
