@@ -308,17 +308,22 @@ def start_server(ctx: Context, name: str, extra: Mapping[str, str], attempt: int
 
 
 def stop_server(server: Server) -> None:
-    """SIGTERM to the server's process group (uvicorn stops its workers), then SIGKILL to the group if it
-    hangs; a no-op once it has ended. Killing only the parent would leave SEQTAG_WORKERS' processes behind."""
+    stop_process_group(server.proc)
+
+
+def stop_process_group(proc: subprocess.Popen) -> None:
+    """Stop a process started with ``start_new_session=True`` and everything in its group: SIGTERM (uvicorn
+    stops its workers), then SIGKILL if it hangs; a no-op once it has ended. Killing only the parent would
+    leave SEQTAG_WORKERS' processes behind."""
     for sig, wait in ((signal.SIGTERM, 15), (signal.SIGKILL, 10)):
-        if server.proc.poll() is not None:
+        if proc.poll() is not None:
             break
         with contextlib.suppress(ProcessLookupError):
-            os.killpg(server.proc.pid, sig)
+            os.killpg(proc.pid, sig)
         with contextlib.suppress(subprocess.TimeoutExpired):
-            server.proc.wait(timeout=wait)
+            proc.wait(timeout=wait)
     with contextlib.suppress(ProcessLookupError):  # workers outliving the parent
-        os.killpg(server.proc.pid, signal.SIGKILL)
+        os.killpg(proc.pid, signal.SIGKILL)
 
 
 def wait_ready(server: Server, timeout: float) -> bool:

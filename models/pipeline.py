@@ -110,7 +110,7 @@ class Pipeline:
         if marginals is not None:
             probs = np.take_along_axis(marginals.cpu().numpy(), tag_ids[..., None], -1)[..., 0]
         lengths = np.asarray([len(encoded.ids[i]) for i in order], dtype=np.int64)
-        return self._spans(tag_ids, lengths, [encoded.offsets[i] for i in order], probs)
+        return self._spans(tag_ids, lengths, offsets, probs)
 
     def _spans(self, tag_ids: np.ndarray, lengths: np.ndarray, offsets: Sequence[np.ndarray],
                probs: np.ndarray | None) -> list[list[Span]]:
@@ -149,7 +149,7 @@ class Pipeline:
         first = np.concatenate([[0], np.cumsum(lengths)[:-1]])
         flat_offsets = np.concatenate(offsets) if len(offsets) else np.zeros((0, 2), np.int64)
         out: list[list[Span]] = []
-        if good.all() and len(s_row) == len(e_row):
+        if good.all():  # (all False whenever starts and ends do not pair up)
             char_starts = flat_offsets[first[s_row] + s_col, 0].tolist()
             char_ends = flat_offsets[first[e_row] + e_col, 1].tolist()
             labels = [self._labels[k] for k in lab[s_row, s_col].tolist()]

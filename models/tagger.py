@@ -6,7 +6,6 @@ Tensors in, tensors out; the caller picks the device once. Text never gets here.
 from __future__ import annotations
 
 import math
-
 from typing import Literal
 
 import torch

@@ -19,6 +19,7 @@ from typing import Any, Iterator
 import httpx
 import pytest
 
+from bench.common import stop_process_group
 from service.settings import REPO_ROOT, Settings
 
 THREADS = 8
@@ -61,22 +62,7 @@ def serve(models_dir: Path, tmp_path: Path, attempts: int = 3,
             if "address already in use" not in output.lower() or attempt == attempts:
                 pytest.fail(f"the server did not get ready (exit status {proc.poll()}):\n{output[-3000:]}")
         finally:
-            stop_group(proc)
-
-
-def stop_group(proc: subprocess.Popen) -> None:
-    """SIGTERM to the server's process group (uvicorn stops its workers), SIGKILL to the group if that hangs.
-    Killing only the parent would leave worker processes behind."""
-    for sig, wait in ((signal.SIGTERM, 15), (signal.SIGKILL, 10)):
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, sig)
-        try:
-            proc.wait(timeout=wait)
-            break
-        except subprocess.TimeoutExpired:
-            continue
-    with contextlib.suppress(ProcessLookupError):  # workers outliving the parent
-        os.killpg(proc.pid, signal.SIGKILL)
+            stop_process_group(proc)
 
 
 def wait_ready(base: str, proc: subprocess.Popen, timeout: float) -> bool:
