@@ -66,8 +66,7 @@ class Tagger(nn.Module):
         self._init_weights()
 
     def _init_weights(self) -> None:
-        embeddings = [self.unit_embed] + ([self.bigram_embed] if self.use_bigrams else [])
-        for embed in embeddings:
+        for embed in self.embeddings():
             # "scaled": uniform with variance 1/dim (±sqrt(3/dim)), as NCRF++ and most taggers start;
             # "small": uniform ±0.1, the older default
             bound = math.sqrt(3.0 / embed.embedding_dim) if self.config.embed_init == "scaled" else 0.1
@@ -81,6 +80,10 @@ class Tagger(nn.Module):
                     param.data[h : 2 * h] = 1.0
                 elif name.startswith("bias_hh"):
                     nn.init.zeros_(param)
+
+    def embeddings(self) -> list[nn.Embedding]:
+        """The unit table, then the bigram table if there is one."""
+        return [self.unit_embed] + ([self.bigram_embed] if self.use_bigrams else [])
 
     @property
     def num_tags(self) -> int:

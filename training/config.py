@@ -36,6 +36,9 @@ class OptimConfig(BaseModel):
     patience: int = Field(6, ge=1)  # epochs without dev improvement before stopping
     unit_dropout: float = Field(0.0, ge=0, lt=1)  # replace units and bigrams by UNK in training so UNK is learned
     ema: float = Field(0.0, ge=0, lt=1)  # exponential moving average of weights for eval/saving, 0 = off
+    # adversarial training (FGM, Miyato et al. 2017): also learn from the loss with the embedding
+    # tables moved this far (L2 norm) along their gradient; doubles step time, 0 = off
+    adversarial: float = Field(0.0, ge=0)
 
 
 class RunConfig(BaseModel):

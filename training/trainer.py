@@ -310,10 +310,38 @@ class Trainer:
             loss = self.model(batch, tags)  # Tagger.forward is the loss; DDP syncs gradients in backward
         self.optimizer.zero_grad(set_to_none=True)
         (loss / len(idx)).backward()
+        if self.config.optim.adversarial > 0:
+            self._adversarial_step(batch, tags, len(idx))
         torch.nn.utils.clip_grad_norm_(self.tagger.parameters(), self.config.optim.clip)
         self.optimizer.step()
         self._update_ema()
         return float(loss.detach())
+
+    def _adversarial_step(self, batch, tags: torch.Tensor, size: int) -> None:
+        """FGM: move each embedding table by ``adversarial`` along its (normalised) gradient, add the
+        gradient of the loss there to the clean one, and move the tables back. It regularises the
+        large bigram table, which otherwise memorises the training set."""
+        eps = self.config.optim.adversarial
+        moved: list[tuple[torch.Tensor, torch.Tensor]] = []
+        with torch.no_grad():
+            for embed in self.tagger.embeddings():
+                grad = embed.weight.grad
+                if grad is None:
+                    continue
+                norm = torch.linalg.vector_norm(grad.float())
+                if not torch.isfinite(norm) or norm == 0:
+                    continue
+                delta = (eps / norm) * grad
+                embed.weight.add_(delta)
+                moved.append((embed.weight, delta))
+        if not moved:
+            return
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp):
+            loss = self.model(batch, tags)
+        (loss / size).backward()
+        with torch.no_grad():
+            for weight, delta in moved:
+                weight.sub_(delta)
 
     # -- weight averaging: evaluation and saved models use the average when enabled
     def _update_ema(self) -> None:

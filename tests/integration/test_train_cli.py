@@ -385,6 +385,38 @@ def test_resume_continues_training(tmp_path, capsys):
     assert len((run / "log.jsonl").read_text(encoding="utf-8").splitlines()) == 2
 
 
+def test_adversarial_step_adds_a_gradient_and_puts_the_embeddings_back(tmp_path):
+    from training.config import build_config
+    from training.trainer import Trainer
+
+    train, dev = write_corpora(tmp_path, "seg")
+    config = build_config({
+        "task": "seg", "train": str(train), "dev": str(dev), "out": str(tmp_path / "run"),
+        "model": {"hidden": 16, "unit_dim": 16, "bigram_dim": 8},
+        "optim": {"adversarial": 0.5}, "run": {"device": "cpu", "threads": 1, "progress": False},
+    })
+    trainer = Trainer(config)
+    idx = list(range(8))
+    batch, tags = trainer._tensors(idx, torch.Generator().manual_seed(0))
+    (trainer.model(batch, tags) / len(idx)).backward()
+    tables = trainer.tagger.embeddings()
+    assert len(tables) == 2  # units and bigrams
+    weights = [t.weight.detach().clone() for t in tables]
+    grads = [t.weight.grad.clone() for t in tables]
+    trainer._adversarial_step(batch, tags, len(idx))
+    for table, weight, grad in zip(tables, weights, grads):
+        assert torch.allclose(table.weight, weight, atol=1e-6)  # moved back
+        assert not torch.equal(table.weight.grad, grad)  # the perturbed loss's gradient was added
+
+
+def test_adversarial_training_end_to_end(tmp_path):
+    run = train_tiny(tmp_path, "ner", epochs=1, extra_flags=("--adversarial", "0.5"))
+    saved = json.loads((run / "best" / "config.json").read_text(encoding="utf-8"))
+    assert saved["training"]["optim"]["adversarial"] == 0.5
+    rows = [json.loads(line) for line in (run / "log.jsonl").read_text(encoding="utf-8").splitlines()]
+    assert math.isfinite(rows[0]["loss"])
+
+
 # ---- fine-tuning with a new label ---------------------------------------------------
 
 
