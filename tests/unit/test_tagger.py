@@ -11,7 +11,7 @@ from models.codec import Codec, CodecConfig, is_space
 from models.pipeline import Pipeline, plan_batches
 from models.schemes import TagScheme, allowed_transitions, spans_to_tags, tag_vocabulary
 from models.spans import Span
-from models.tagger import Tagger, TaggerConfig
+from models.tagger import ConvEncoder, Tagger, TaggerConfig
 
 CORPUS = [
     "我爱北京天安门",
@@ -135,7 +135,8 @@ def test_embedding_init_range(codec, embed_init, bound):
 
 
 @pytest.mark.parametrize(
-    "encoder, decoder", [("lstm", "crf"), ("gru", "crf"), ("lstm", "softmax"), ("gru", "softmax")]
+    "encoder, decoder",
+    [("lstm", "crf"), ("gru", "crf"), ("cnn", "crf"), ("lstm", "softmax"), ("gru", "softmax"), ("cnn", "softmax")],
 )
 def test_train_one_step_and_decode(codec, encoder, decoder):
     scheme = TagScheme.BMES
@@ -153,10 +154,11 @@ def test_train_one_step_and_decode(codec, encoder, decoder):
     optim.zero_grad()
     loss.backward()
     assert all(torch.isfinite(p.grad).all() for p in tagger.parameters() if p.grad is not None)
-    assert tagger.encoder.weight_ih_l0.grad.abs().sum() > 0
+    first = "encoder.input.weight" if encoder == "cnn" else "encoder.weight_ih_l0"
+    assert tagger.get_parameter(first).grad.abs().sum() > 0
     optim.step()
     changed = [k for k, v in tagger.state_dict().items() if not torch.equal(v, before[k])]
-    assert "project.weight" in changed and "encoder.weight_ih_l0" in changed
+    assert "project.weight" in changed and first in changed
     if decoder == "crf":
         assert "crf.transitions" in changed
 
@@ -187,6 +189,23 @@ def test_train_one_step_and_decode(codec, encoder, decoder):
         assert all(0.0 <= w.score <= 1.0 + 1e-4 for w in words), [w.score for w in words]
 
 
+def test_cnn_encoder_windows_and_config():
+    enc = ConvEncoder(in_dim=4, channels=6, layers=3, kernel=3, dropout=0.0)
+    h = torch.arange(2 * 5 * 6, dtype=torch.float32).reshape(2, 5, 6)
+    windows = enc._windows(h, 2)  # units t-2, t, t+2; zeros outside the sentence
+    assert windows.shape == (2, 5, 18)
+    assert torch.equal(windows[:, 2, :6], h[:, 0]) and torch.equal(windows[:, 2, 6:12], h[:, 2])
+    assert torch.equal(windows[:, 2, 12:], h[:, 4]) and (windows[:, 0, :6] == 0).all()
+    assert (windows[:, 4, 12:] == 0).all()
+    # the output past a sentence's end is zero
+    mask = torch.ones(2, 5, 1)
+    mask[1, 3:] = 0
+    out = enc(torch.randn(2, 5, 4), mask)
+    assert out.shape == (2, 5, 6) and (out[1, 3:] == 0).all()
+    with pytest.raises(ValueError, match="odd"):
+        TaggerConfig(encoder="cnn", kernel=4)
+
+
 def test_decode_honours_tag_mask(codec):
     tagger, tags = make_tagger(codec, TagScheme.BMES)
     randomise_crf(tagger)
@@ -202,10 +221,16 @@ def test_decode_honours_tag_mask(codec):
 
 @pytest.mark.parametrize(
     "encoder, scheme, labels",
-    [("lstm", TagScheme.BMES, ("",)), ("gru", TagScheme.BIOES, ("LOC", "PER")), ("lstm", TagScheme.BIO, ("PER",))],
+    [
+        ("lstm", TagScheme.BMES, ("",)),
+        ("gru", TagScheme.BIOES, ("LOC", "PER")),
+        ("lstm", TagScheme.BIO, ("PER",)),
+        ("cnn", TagScheme.BMES, ("",)),
+    ],
 )
 def test_tensor_level_batch_invariance(codec, encoder, scheme, labels):
-    tagger, tags = make_tagger(codec, scheme, labels, seed=3, encoder=encoder)
+    extra = {"layers": 3} if encoder == "cnn" else {}
+    tagger, tags = make_tagger(codec, scheme, labels, seed=3, encoder=encoder, **extra)
     randomise_crf(tagger)
     tagger.eval()
     enc = codec.encode(TEXTS)
