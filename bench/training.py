@@ -68,6 +68,8 @@ def throughput(ctx: Context) -> Table:
     table.add(RECIPE.name, str(trainer.device), steps, sentences / steps, median([chars / s for s in seconds]),
               median([units / s for s in seconds]), median(seconds) / steps, first / steps)
     amp = " with bf16 autocast" if trainer.amp else ""
+    if config.optim.adversarial:
+        amp += f"; with the recipe's adversarial training (eps {config.optim.adversarial}), a second forward and backward"
     table.notes += [
         f"corpus: {origin}; {len(trainer.data.ids):,} sentences encoded, {len(epoch):,} batches per epoch "
         f"(batch size {config.optim.batch_size}, ≤ {config.optim.max_batch_units} padded units)"
