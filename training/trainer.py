@@ -306,8 +306,7 @@ class Trainer:
         batch, tags = self._tensors(idx, generator)
         for group in self.optimizer.param_groups:
             group["lr"] = lr
-        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp):
-            loss = self.model(batch, tags)  # Tagger.forward is the loss; DDP syncs gradients in backward
+        loss = self._loss(batch, tags)
         self.optimizer.zero_grad(set_to_none=True)
         (loss / len(idx)).backward()
         if self.config.optim.adversarial > 0:
@@ -316,6 +315,10 @@ class Trainer:
         self.optimizer.step()
         self._update_ema()
         return float(loss.detach())
+
+    def _loss(self, batch, tags: torch.Tensor) -> torch.Tensor:
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp):
+            return self.model(batch, tags)  # Tagger.forward is the loss; DDP syncs gradients in backward
 
     def _adversarial_step(self, batch, tags: torch.Tensor, size: int) -> None:
         """FGM: move each embedding table by ``adversarial`` along its (normalised) gradient, add the
@@ -336,9 +339,7 @@ class Trainer:
                 moved.append((embed.weight, delta))
         if not moved:
             return
-        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp):
-            loss = self.model(batch, tags)
-        (loss / size).backward()
+        (self._loss(batch, tags) / size).backward()
         with torch.no_grad():
             for weight, delta in moved:
                 weight.sub_(delta)
