@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 import typing
@@ -153,7 +154,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     if not trainer.dist.is_main:  # other data-parallel ranks train silently
         for _ in trainer.train():
             pass
-        return 0
+        return _leave(trainer)
     d = trainer.data
     print(f"train: {len(d.ids)} sentences ({d.spans} spans, {d.misaligned} off unit boundaries, "
           f"{d.dropped} sentences left out); dev: {len(trainer.dev_examples)}; tags: {len(trainer.meta.tags)}; "
@@ -167,6 +168,16 @@ def cmd_train(args: argparse.Namespace) -> int:
     print(f"best dev f1 {trainer.state['best_f1']:.2f}; model in {Path(config.out) / 'best'}", file=sys.stderr)
     if config.export:
         print(f"exported to {trainer.export()}", file=sys.stderr)
+    return _leave(trainer)
+
+
+def _leave(trainer) -> int:
+    """A data-parallel rank that has passed the final barrier exits at once, skipping gloo's teardown,
+    which can abort the process (see ``Distributed.stop``); otherwise return the exit status."""
+    if trainer.dist.enabled:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(0)
     return 0
 
 

@@ -170,9 +170,11 @@ class Distributed:
 
             if dist.is_initialized():
                 # Leave together: a rank that tears gloo down while another is still
-                # writing checkpoints can abort in gloo's background threads.
+                # writing checkpoints can abort in gloo's background threads. The group is
+                # not destroyed: tearing gloo down (destroy_process_group or interpreter exit)
+                # can still abort with "terminate called without an active exception", so
+                # `seqtag train` ends a distributed run with os._exit once every rank is here.
                 dist.barrier()
-                dist.destroy_process_group()
 
 
 class Trainer:
