@@ -355,4 +355,3 @@ def release_free_memory() -> bool:
         return False
     _libc_trim(0)
     return True
-

@@ -333,8 +333,8 @@ class Trainer:
                 grad = embed.weight.grad
                 if grad is None:
                     continue
-                norm = torch.linalg.vector_norm(grad.float())
-                if not torch.isfinite(norm) or norm == 0:
+                norm = float(torch.linalg.vector_norm(grad.float()))  # one host sync per table
+                if not math.isfinite(norm) or norm == 0:
                     continue
                 delta = (eps / norm) * grad
                 embed.weight.add_(delta)
