@@ -343,10 +343,11 @@ def rewrite_checkpoint(directory: Path, stamp: int) -> None:
     """Re-save the same weights with one more ``config.json`` field, so the content hash changes."""
     from models.checkpoint import load_checkpoint, read_config, save_checkpoint
 
-    half = read_config(directory).get("weights_dtype") == "float16"
+    config = read_config(directory)
     tagger, codec, meta = load_checkpoint(directory)
     meta.extra["bench_reload"] = stamp
-    save_checkpoint(directory, tagger, codec, meta, half=half)
+    save_checkpoint(directory, tagger, codec, meta, half=config.get("weights_dtype") == "float16",
+                    int8_embeddings=bool(config.get("int8_rows")))
 
 
 async def reload_under_load(server: Server, model: str, directory: Path, pool: list[str],

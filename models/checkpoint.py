@@ -27,7 +27,9 @@ from models.codec import Codec
 from models.schemes import TagScheme, allowed_transitions
 from models.tagger import Tagger, TaggerConfig
 
-FORMAT_VERSION = 1
+# 1: float32/float16 tensors. 2: adds "int8_rows" (embedding tables stored as int8 with row scales).
+FORMAT_VERSION = 2
+ROW_SCALE = ".row_scale"  # suffix of the float scales of an int8-stored table
 REQUIRED_FILES = ("config.json", "model.safetensors", "tokenizer.json", "codec.json")
 _PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt")
 TASKS = ("seg", "pos", "ner")
@@ -71,8 +73,13 @@ def save_checkpoint(
     codec: Codec,
     meta: ModelMeta,
     half: bool = False,
+    int8_embeddings: bool = False,
 ) -> Path:
-    """Atomically write a checkpoint to ``directory`` (replacing one that is there)."""
+    """Atomically write a checkpoint to ``directory`` (replacing one that is there).
+
+    ``half`` stores floating-point tensors in float16; ``int8_embeddings`` stores the
+    embedding tables (most of a bigram model's bytes) as int8 rows with one scale each.
+    """
     directory = Path(directory)
     directory.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", dir=directory.parent))
@@ -80,6 +87,10 @@ def save_checkpoint(
         state = {k: v.detach().cpu().contiguous() for k, v in tagger.state_dict().items()}
         if half:
             state = {k: v.half() if v.is_floating_point() else v for k, v in state.items()}
+        int8_rows = sorted(f"{name}.weight" for name, m in tagger.named_modules()
+                           if isinstance(m, torch.nn.Embedding)) if int8_embeddings else []
+        for name in int8_rows:
+            state[name], state[name + ROW_SCALE] = quantize_rows(state[name])
         save_file(state, str(tmp / "model.safetensors"), metadata={"format": "pt"})
         codec.save(tmp)
         config = {
@@ -92,6 +103,7 @@ def save_checkpoint(
             "labels": meta.labels,
             "tagger": tagger.config.model_dump(),
             "weights_dtype": "float16" if half else "float32",
+            "int8_rows": int8_rows,
             "versions": library_versions(),
             "saved_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         }
@@ -103,6 +115,30 @@ def save_checkpoint(
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
     return directory
+
+
+def quantize_rows(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Symmetric row-wise int8: ``weight ~ q * scale[:, None]`` with ``scale = max|row| / 127``.
+
+    The scale keeps ``weight``'s dtype and is rounded to it before ``q`` is computed, so
+    what is stored is what was used. An all-zero row (padding) gets scale 1 and stays 0.
+    """
+    w = weight.float()
+    scale = (w.abs().amax(dim=1) / 127).to(weight.dtype).float()
+    scale = torch.where(scale > 0, scale, torch.ones_like(scale))
+    q = torch.round(w / scale[:, None]).clamp(-127, 127).to(torch.int8)
+    return q.contiguous(), scale.to(weight.dtype).contiguous()
+
+
+def _dequantize_rows(directory: Path, state: dict[str, torch.Tensor], names: Any) -> None:
+    """Turn the int8 tables listed in config.json back into float tensors, in place."""
+    if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+        raise CheckpointError(f"{directory}/config.json: int8_rows must be a list of tensor names")
+    for name in names:
+        q, scale = state.get(name), state.pop(name + ROW_SCALE, None)
+        if q is None or scale is None or q.dtype != torch.int8 or q.dim() != 2 or scale.shape != q.shape[:1]:
+            raise CheckpointError(f"{directory}: int8 table {name} or its row scales are missing or malformed")
+        state[name] = q.float() * scale.float()[:, None]
 
 
 def _umask_modes(path: Path) -> None:
@@ -188,6 +224,7 @@ def load_checkpoint(directory: str | Path, device: str | torch.device = "cpu") -
         state = load_file(str(directory / "model.safetensors"))
     except (SafetensorError, OSError, ValueError) as exc:
         raise CheckpointError(f"{directory}/model.safetensors: unreadable or corrupt ({exc})") from None
+    _dequantize_rows(directory, state, config.get("int8_rows", []))
     expected = tagger.state_dict()
     problems = [k for k in expected if k not in state] + [k for k in state if k not in expected]
     problems += [

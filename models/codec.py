@@ -306,7 +306,8 @@ class Codec:
         directory = Path(directory)
         self.tokenizer.save(str(directory / "tokenizer.json"))
         meta = {"config": self.config.model_dump(), "charmap": self.charmap, "bigrams": self.bigram_list}
-        (directory / "codec.json").write_text(json.dumps(meta, ensure_ascii=False), encoding="utf-8")
+        text = json.dumps(meta, ensure_ascii=False, separators=(",", ":"))  # compact: bigram lists are long
+        (directory / "codec.json").write_text(text, encoding="utf-8")
 
     @classmethod
     def load(cls, directory: Path) -> "Codec":

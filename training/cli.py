@@ -94,12 +94,14 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--output", "-o", help="output file (default: stdout)")
     pr.add_argument("--device", default="auto")
     pr.add_argument("--batch-size", type=int, default=256)
-    c = sub.add_parser("compact", help="shrink a checkpoint for shipping (prune bigrams, 16-bit weights)")
+    c = sub.add_parser("compact", help="shrink a checkpoint for shipping (prune bigrams, 16-bit weights, int8 tables)")
     c.add_argument("model")
     c.add_argument("out")
     c.add_argument("--max-bigrams", type=int, help="keep only the N most frequent bigrams")
     c.add_argument("--half", action=argparse.BooleanOptionalAction, default=None,
                    help="store weights in float16 (default: as the source checkpoint)")
+    c.add_argument("--int8-embeddings", action=argparse.BooleanOptionalAction, default=None,
+                   help="store the embedding tables as int8 rows with one scale each (default: as the source)")
     c.add_argument("--dev", help="re-score the compacted model on this dev file and store the new dev metrics")
     c.add_argument("--int8", action=argparse.BooleanOptionalAction, default=None,
                    help="mark the model for dynamic int8 quantisation of encoder and projection on CPU")
@@ -277,14 +279,15 @@ def cmd_compact(args: argparse.Namespace) -> int:
 
     tagger, codec, meta = load_checkpoint(args.model, "cpu")
     half = args.half if args.half is not None else meta.extra.get("weights_dtype") == "float16"
+    int8_rows = args.int8_embeddings if args.int8_embeddings is not None else bool(meta.extra.get("int8_rows"))
     if args.max_bigrams is not None:
         codec.truncate_bigrams(args.max_bigrams)
         tagger.truncate_bigrams(codec.num_bigrams)
         meta.extra.setdefault("training", {}).setdefault("codec", {})["max_bigrams"] = args.max_bigrams
-    meta.extra["compacted_from"] = {"max_bigrams": args.max_bigrams, "half": half}
+    meta.extra["compacted_from"] = {"max_bigrams": args.max_bigrams, "half": half, "int8_embeddings": int8_rows}
     if args.int8 is not None:
         meta.extra["inference"] = {**meta.extra.get("inference", {}), "quantize": "int8" if args.int8 else None}
-    save_checkpoint(args.out, tagger, codec, meta, half=half)
+    save_checkpoint(args.out, tagger, codec, meta, half=half, int8_embeddings=int8_rows)
     if args.dev:  # score what was written (16-bit and int8 included), so the card tells the truth
         from models.pipeline import Pipeline
 

@@ -51,6 +51,7 @@ class RunConfig(BaseModel):
     save_every: int = Field(500, ge=0)  # steps between resume snapshots, 0 = only at epoch end
     eval_batch: int = Field(256, ge=1)
     half_weights: bool = False  # store the best model in float16
+    int8_embeddings: bool = False  # store the best model's embedding tables as int8 rows (one scale each)
     progress: bool = True
     max_minutes: float = Field(0, ge=0)  # stop after the epoch that passes this wall-clock budget, 0 = none
 

@@ -71,7 +71,7 @@ trained by seqtag's own code.
 | labels | {', '.join(config.get('labels') or ['(words)'])} |
 | corpus | {info['title']} (`{corpus}`) |
 | corpus licence / terms | {info['licence']} |
-| size on disk | {size_mb:.1f} MB ({config.get('weights_dtype', 'float32')} weights) |
+| size on disk | {size_mb:.1f} MB ({config.get('weights_dtype', 'float32')} weights{', int8 embedding tables' if config.get('int8_rows') else ''}) |
 | best epoch | {config.get('epoch', '?')} |
 | saved | {config.get('saved_at', '?')} |
 

@@ -459,7 +459,8 @@ class Trainer:
             self.meta.extra["epoch"] = self.state["epoch"] + 1
             if self.dist.is_main:
                 save_checkpoint(self.out / "best", self.tagger, self.codec, self.meta,
-                                half=self.config.run.half_weights)
+                                half=self.config.run.half_weights,
+                                int8_embeddings=self.config.run.int8_embeddings)
         else:
             self.state["bad_epochs"] += 1
         return {"dev": dev, "is_best": improved, "best_f1": self.state["best_f1"]}
@@ -514,8 +515,9 @@ class Trainer:
         """Copy the best checkpoint to ``config.export`` atomically (a reloading service never sees half of it)."""
         target = Path(self.config.export)
         tagger, codec, meta = load_checkpoint(self.out / "best", "cpu")
-        half = self.config.run.half_weights
-        return save_checkpoint(target, tagger, codec, meta, half=half)
+        run = self.config.run
+        return save_checkpoint(target, tagger, codec, meta, half=run.half_weights,
+                               int8_embeddings=run.int8_embeddings)
 
     def write_plot(self) -> Path | None:
         return plot_log(self.out / "log.jsonl", self.out / "curves.png")

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors import safe_open
+from safetensors.torch import save_file
 
 from models import checkpoint as ckpt_module
 from models.checkpoint import (
@@ -20,6 +21,7 @@ from models.checkpoint import (
     ModelMeta,
     build_tagger,
     load_checkpoint,
+    quantize_rows,
     read_config,
     save_checkpoint,
 )
@@ -184,6 +186,54 @@ def test_half_weights(tmp_path, model, codec):
             torch.testing.assert_close(got, value, atol=1e-3, rtol=1e-3)
         else:
             assert torch.equal(got, value)
+
+
+def test_int8_embedding_tables(tmp_path, model, codec):
+    tagger, meta = model
+    directory = save_checkpoint(tmp_path / "q", tagger, codec, meta, half=True, int8_embeddings=True)
+    config = read_config(directory)
+    assert config["int8_rows"] == ["bigram_embed.weight", "unit_embed.weight"]
+    with safe_open(str(directory / "model.safetensors"), framework="pt") as fh:
+        dtypes = {key: fh.get_tensor(key).dtype for key in fh.keys()}
+    assert dtypes["unit_embed.weight"] == dtypes["bigram_embed.weight"] == torch.int8
+    assert dtypes["unit_embed.weight.row_scale"] == torch.float16
+    assert dtypes["project.weight"] == torch.float16  # the rest is only halved
+    loaded, _, _ = load_checkpoint(directory)
+    for key in config["int8_rows"]:
+        want, got = tagger.state_dict()[key], loaded.state_dict()[key]
+        assert got.dtype == torch.float32
+        step = want.abs().amax(dim=1, keepdim=True) / 127  # one int8 step per row
+        assert ((got - want).abs() <= step * 0.51 + 1e-3 * want.abs()).all(), key
+    again = save_checkpoint(tmp_path / "again", loaded, codec, meta)
+    assert read_config(again)["int8_rows"] == []  # the flag is per save, not sticky
+    assert load_checkpoint(again)[0].state_dict()["bigram_embed.weight"].equal(loaded.state_dict()["bigram_embed.weight"])
+
+
+def test_quantize_rows_zero_rows_and_extremes():
+    weight = torch.tensor([[0.0, 0.0, 0.0], [1.0, -2.0, 0.5], [-1e-8, 0.0, 1e-8]])
+    q, scale = quantize_rows(weight)
+    assert q.dtype == torch.int8 and scale.shape == (3,)
+    assert q[0].tolist() == [0, 0, 0] and scale[0] == 1  # no division by zero
+    assert q[1].tolist() == [64, -127, 32]  # the largest magnitude maps to +-127
+    torch.testing.assert_close(q.float() * scale[:, None], weight, atol=2.0 / 127 / 2 + 1e-6, rtol=0)
+
+
+@pytest.mark.parametrize("damage", ["drop_scale", "bad_list", "float_table"])
+def test_damaged_int8_tables(tmp_path, model, codec, damage):
+    tagger, meta = model
+    directory = save_checkpoint(tmp_path / "q", tagger, codec, meta, int8_embeddings=True)
+    if damage == "bad_list":
+        edit_config(directory, int8_rows="unit_embed.weight")
+        expect_error(directory, "int8_rows")
+        return
+    with safe_open(str(directory / "model.safetensors"), framework="pt") as fh:
+        state = {key: fh.get_tensor(key) for key in fh.keys()}
+    if damage == "drop_scale":
+        del state["bigram_embed.weight.row_scale"]
+    else:
+        state["bigram_embed.weight"] = state["bigram_embed.weight"].float()
+    save_file(state, str(directory / "model.safetensors"))
+    expect_error(directory, "int8 table bigram_embed.weight")
 
 
 def test_extra_cannot_override_reserved_keys(tmp_path, model, codec):
@@ -464,3 +514,34 @@ def test_compact_prunes_bigrams_keeps_dtype_and_marks_int8(tmp_path):
     assert "Dynamic" in type(pipeline.tagger.project).__name__ or "quantized" in type(pipeline.tagger.project).__module__
     [spans] = pipeline.predict(["我们在北京工作。"])
     assert "".join(t for s in spans for t in "我们在北京工作。"[s.start:s.end]) == "我们在北京工作。"
+
+
+def test_compact_int8_embeddings_and_card(tmp_path):
+    from models.pipeline import Pipeline
+    from tests.fixtures import train_tiny
+    from training.cli import main
+    from training.modelcard import render_card
+
+    run = train_tiny(tmp_path / "t", "seg", epochs=1)
+    out = tmp_path / "q"
+    assert main(["compact", str(run / "best"), str(out), "--half", "--int8-embeddings"]) == 0
+    config = read_config(out)
+    assert config["int8_rows"] and config["compacted_from"]["int8_embeddings"] is True
+    assert (out / "model.safetensors").stat().st_size < (run / "best" / "model.safetensors").stat().st_size
+    small = Pipeline.load(out, "cpu")
+    text = "我们在北京工作。"
+    assert "".join(text[s.start:s.end] for s in small.predict([text])[0]) == text
+    # compacting again keeps the int8 tables unless told otherwise
+    assert main(["compact", str(out), str(tmp_path / "q2")]) == 0
+    assert read_config(tmp_path / "q2")["int8_rows"] == config["int8_rows"]
+    assert "int8 embedding tables" in render_card(out, "zh-seg", "ctb6")
+
+
+def test_training_flag_stores_best_with_int8_tables(tmp_path):
+    from tests.fixtures import train_tiny
+
+    run = train_tiny(tmp_path / "t", "seg", epochs=1, extra_flags=["--int8-embeddings"])
+    config = read_config(run / "best")
+    assert config["int8_rows"] and config["training"]["run"]["int8_embeddings"] is True
+    assert read_config(run / "last")["int8_rows"] == []  # the resume snapshot keeps full precision
+    load_checkpoint(run / "best")
