@@ -56,8 +56,9 @@ def render_card(directory: Path, name: str, corpus: str) -> str:
     if compacted:
         before = (config.get("dev_metrics_before_compaction") or {}).get("f1")
         shipped = (f"\nShipped form: `seqtag compact` with max_bigrams={compacted.get('max_bigrams')}, "
-                   f"16-bit weights={compacted.get('half')}; the dev metrics above were measured on this "
-                   f"compacted checkpoint (dev F1 of the trained model before compaction: "
+                   f"16-bit weights={compacted.get('half')}, "
+                   f"int8 embedding tables={compacted.get('int8_embeddings', False)}; "
+                   f"the dev metrics above were measured on this compacted checkpoint (dev F1 of the trained model before compaction: "
                    f"{before:.2f}).\n" if before is not None else "")
     return f"""# {name}
 
