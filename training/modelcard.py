@@ -42,6 +42,16 @@ def _size(directory: Path) -> int:
     return sum(p.stat().st_size for p in directory.iterdir() if p.is_file())
 
 
+def describe_network(tagger: dict) -> str:
+    """"Bi-LSTM-CRF", "gated-CNN-CRF", ... from a checkpoint's ``tagger`` config."""
+    encoder = tagger.get("encoder", "lstm")
+    decoder = "CRF" if tagger.get("decoder", "crf") == "crf" else "softmax"
+    if encoder == "cnn":
+        return (f"gated-CNN-{decoder} ({tagger.get('hidden')} channels, {tagger.get('layers')} blocks "
+                f"of kernel {tagger.get('kernel')})")
+    return ("Bi-" if tagger.get("bidirectional", True) else "") + f"{encoder.upper()}-{decoder}"
+
+
 def render_card(directory: Path, name: str, corpus: str) -> str:
     config = read_config(directory)
     info = CORPORA[corpus]
@@ -62,7 +72,7 @@ def render_card(directory: Path, name: str, corpus: str) -> str:
                    f"{before:.2f}).\n" if before is not None else "")
     return f"""# {name}
 
-{TASK_TEXT[config['task']].capitalize()} for Chinese: a character(+bigram) Bi-LSTM-CRF
+{TASK_TEXT[config['task']].capitalize()} for Chinese: a character(+bigram) {describe_network(config.get('tagger', {}))}
 trained by seqtag's own code.
 
 | | |

@@ -10,6 +10,7 @@ train() {  # name recipe train dev
     >"$runs/$1.log" 2>&1 &
 }
 train ctb6-seg ctb6-seg ctb6/train.seg ctb6/dev.seg "$@"
+train ctb6-seg-fast ctb6-seg-fast ctb6/train.seg ctb6/dev.seg "$@"
 train ud-gsd-pos ud-gsd-pos ud-gsd/train.conllu ud-gsd/dev.conllu "$@"
 train msra-ner msra-ner msra-news/train.char.bmes msra-news/dev.char.bmes "$@"
 train resume-ner resume-ner resume/train.char.bmes resume/dev.char.bmes "$@"
