@@ -96,7 +96,7 @@ def save_checkpoint(
         config = {
             **meta.extra,
             "format_version": FORMAT_VERSION,
-            "architecture": "bilstm-crf" if tagger.crf is not None else "bilstm-softmax",
+            "architecture": architecture_name(tagger.config),
             "task": meta.task,
             "scheme": meta.scheme.value,
             "tags": meta.tags,
@@ -115,6 +115,12 @@ def save_checkpoint(
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
     return directory
+
+
+def architecture_name(config: TaggerConfig) -> str:
+    """``bilstm-crf``, ``gru-softmax``, ``cnn-crf``...: the encoder and the decoder, for humans and /v1/models."""
+    encoder = config.encoder if config.encoder == "cnn" else ("bi" if config.bidirectional else "") + config.encoder
+    return f"{encoder}-{config.decoder}"
 
 
 def quantize_rows(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -168,6 +168,14 @@ def test_softmax_architecture(tmp_path, codec, corpus):
     assert loaded.crf is None
 
 
+@pytest.mark.parametrize("update, name", [({"encoder": "cnn"}, "cnn-crf"),
+                                          ({"encoder": "gru", "bidirectional": False}, "gru-crf")])
+def test_architecture_names_the_encoder(tmp_path, codec, corpus, update, name):
+    tagger, meta = make_model(codec, corpus)
+    tagger = build_tagger(tagger.config.model_copy(update=update), codec, meta.scheme, meta.tags)
+    assert read_config(save_checkpoint(tmp_path / "m", tagger, codec, meta))["architecture"] == name
+
+
 def test_half_weights(tmp_path, model, codec):
     tagger, meta = model
     directory = save_checkpoint(tmp_path / "half", tagger, codec, meta, half=True)
