@@ -116,7 +116,8 @@ def throughput(ctx: Context, source: TextSource, pipelines: list[tuple[ModelInfo
 
 def whole_process(ctx: Context, source: TextSource) -> Table:
     table = Table(TITLES[1], ["command", "input", "wall s (median)", "chars/s", "seqtag / jieba"])
-    model = ctx.seg_model() or ctx.models()[0]
+    first = ctx.seg_model() or ctx.models()[0]  # zh-seg first, then any other segmenter (zh-seg-fast)
+    models = [first] + [m for m in ctx.models() if m.task == "seg" and m is not first]
     inputs: dict[str, tuple[Path, int]] = {}  # name -> (file, characters)
     text_file = ctx.workdir / "dev.txt"
     text_file.write_text("\n".join(source.texts) + "\n", encoding="utf-8")
@@ -133,7 +134,7 @@ def whole_process(ctx: Context, source: TextSource) -> Table:
         inputs["empty file"] = (empty_file, 0)
     stdout = ctx.workdir / "stdout.out"  # jieba writes its output here; seqtag writes to --output
 
-    def seqtag(path: Path) -> list[str]:
+    def seqtag(model: ModelInfo, path: Path) -> list[str]:
         return [sys.executable, "-m", "training.cli", "predict", str(model.path), str(path),
                 "--output", str(ctx.workdir / "predict.out"), "--device", ctx.device.type]
 
@@ -143,7 +144,9 @@ def whole_process(ctx: Context, source: TextSource) -> Table:
     has_jieba = importlib.util.find_spec("jieba") is not None
     commands: dict[tuple[str, str], list[str]] = {}
     for name, (path, _) in inputs.items():
-        commands[("seqtag predict", name)] = seqtag(path)
+        for model in models:
+            label = "seqtag predict" + ("" if model is first else f" ({model.name})")
+            commands[(label, name)] = seqtag(model, path)
         if has_jieba:
             commands[("python -m jieba", name)] = jieba(path)
     if not ctx.smoke:
@@ -160,7 +163,7 @@ def whole_process(ctx: Context, source: TextSource) -> Table:
 
     for key in commands:
         jieba_speed = speed(("python -m jieba", key[1])) if has_jieba else None
-        is_seqtag_text = key[0] == "seqtag predict" and inputs[key[1]][1] > 0
+        is_seqtag_text = key[0].startswith("seqtag predict") and inputs[key[1]][1] > 0
         table.add(key[0], key[1], median(seconds[key]), speed(key),
                   ratio(speed(key), jieba_speed) if is_seqtag_text else "—")
     table.notes += [
@@ -169,8 +172,8 @@ def whole_process(ctx: Context, source: TextSource) -> Table:
         f"{source.describe()}"
         + (f"; train text: {big_origin} with the spaces removed, {inputs['train text'][1]:,} characters "
            "(start-up matters less); empty file: start-up alone" if big_origin else ""),
-        f"seqtag: `python -m training.cli predict {model.name} FILE --output OUT --device {ctx.device.type}` "
-        "(= `seqtag predict`, batch size 256)",
+        f"seqtag: `python -m training.cli predict MODEL FILE --output OUT --device {ctx.device.type}` "
+        f"(= `seqtag predict`, batch size 256), MODEL = {first.name} unless named in the row",
         "jieba: `python -m jieba -q -d ' ' FILE > OUT` (default mode, HMM on)" if has_jieba
         else "jieba: not measured (not installed; `pip install -e .[bench]`)",
     ]
