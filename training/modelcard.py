@@ -11,7 +11,8 @@ import json
 import sys
 from pathlib import Path
 
-from models.checkpoint import read_config
+from models.checkpoint import architecture_name, read_config
+from models.tagger import TaggerConfig
 
 CORPORA = {
     "ctb6": {
@@ -42,14 +43,17 @@ def _size(directory: Path) -> int:
     return sum(p.stat().st_size for p in directory.iterdir() if p.is_file())
 
 
+_ENCODER_TEXT = {"bilstm": "Bi-LSTM", "lstm": "LSTM", "bigru": "Bi-GRU", "gru": "GRU", "cnn": "gated-CNN"}
+
+
 def describe_network(tagger: dict) -> str:
-    """"Bi-LSTM-CRF", "gated-CNN-CRF", ... from a checkpoint's ``tagger`` config."""
-    encoder = tagger.get("encoder", "lstm")
-    decoder = "CRF" if tagger.get("decoder", "crf") == "crf" else "softmax"
-    if encoder == "cnn":
-        return (f"gated-CNN-{decoder} ({tagger.get('hidden')} channels, {tagger.get('layers')} blocks "
-                f"of kernel {tagger.get('kernel')})")
-    return ("Bi-" if tagger.get("bidirectional", True) else "") + f"{encoder.upper()}-{decoder}"
+    """"Bi-LSTM-CRF", "gated-CNN-CRF (64 channels, ...)": :func:`architecture_name` for humans."""
+    config = TaggerConfig.model_validate(tagger)
+    encoder, decoder = architecture_name(config).split("-")
+    text = f"{_ENCODER_TEXT[encoder]}-{'CRF' if decoder == 'crf' else 'softmax'}"
+    if config.encoder == "cnn":
+        text += f" ({config.hidden} channels, {config.layers} blocks of kernel {config.kernel})"
+    return text
 
 
 def render_card(directory: Path, name: str, corpus: str) -> str:
