@@ -341,13 +341,11 @@ class ReloadResult:
 
 def rewrite_checkpoint(directory: Path, stamp: int) -> None:
     """Re-save the same weights with one more ``config.json`` field, so the content hash changes."""
-    from models.checkpoint import load_checkpoint, read_config, save_checkpoint
+    from models.checkpoint import load_checkpoint, save_checkpoint, stored_as
 
-    config = read_config(directory)
     tagger, codec, meta = load_checkpoint(directory)
     meta.extra["bench_reload"] = stamp
-    save_checkpoint(directory, tagger, codec, meta, half=config.get("weights_dtype") == "float16",
-                    int8_embeddings=bool(config.get("int8_rows")))
+    save_checkpoint(directory, tagger, codec, meta, **stored_as(meta.extra))
 
 
 async def reload_under_load(server: Server, model: str, directory: Path, pool: list[str],

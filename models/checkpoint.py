@@ -117,6 +117,11 @@ def save_checkpoint(
     return directory
 
 
+def stored_as(config: dict[str, Any]) -> dict[str, bool]:
+    """How a checkpoint's weights were stored, as :func:`save_checkpoint` keywords (to re-save it the same way)."""
+    return {"half": config.get("weights_dtype") == "float16", "int8_embeddings": bool(config.get("int8_rows"))}
+
+
 def architecture_name(config: TaggerConfig) -> str:
     """``bilstm-crf``, ``gru-softmax``, ``cnn-crf``...: the encoder and the decoder, for humans and /v1/models."""
     encoder = config.encoder if config.encoder == "cnn" else ("bi" if config.bidirectional else "") + config.encoder

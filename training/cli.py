@@ -275,11 +275,12 @@ def _predict_chunk(pipeline, texts: list[str], fmt: str, sink, batch_size: int) 
 
 def cmd_compact(args: argparse.Namespace) -> int:
     """Prune and/or halve a checkpoint; evaluate the result on dev before shipping it."""
-    from models.checkpoint import load_checkpoint, save_checkpoint, update_config
+    from models.checkpoint import load_checkpoint, save_checkpoint, stored_as, update_config
 
     tagger, codec, meta = load_checkpoint(args.model, "cpu")
-    half = args.half if args.half is not None else meta.extra.get("weights_dtype") == "float16"
-    int8_rows = args.int8_embeddings if args.int8_embeddings is not None else bool(meta.extra.get("int8_rows"))
+    source = stored_as(meta.extra)
+    half = args.half if args.half is not None else source["half"]
+    int8_rows = args.int8_embeddings if args.int8_embeddings is not None else source["int8_embeddings"]
     if args.max_bigrams is not None:
         codec.truncate_bigrams(args.max_bigrams)
         tagger.truncate_bigrams(codec.num_bigrams)

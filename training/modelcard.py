@@ -72,8 +72,10 @@ def render_card(directory: Path, name: str, corpus: str) -> str:
         shipped = (f"\nShipped form: `seqtag compact` with max_bigrams={compacted.get('max_bigrams')}, "
                    f"16-bit weights={compacted.get('half')}, "
                    f"int8 embedding tables={compacted.get('int8_embeddings', False)}; "
-                   f"the dev metrics above were measured on this compacted checkpoint (dev F1 of the trained model before compaction: "
-                   f"{before:.2f}).\n" if before is not None else "")
+                   "the dev metrics above were measured on this compacted checkpoint "
+                   f"(dev F1 of the trained model before compaction: {before:.2f}).\n" if before is not None else "")
+    storage = config.get("weights_dtype", "float32") + " weights" + (
+        ", int8 embedding tables" if config.get("int8_rows") else "")
     return f"""# {name}
 
 {TASK_TEXT[config['task']].capitalize()} for Chinese: a character(+bigram) {describe_network(config.get('tagger', {}))}
@@ -86,7 +88,7 @@ trained by seqtag's own code.
 | labels | {', '.join(config.get('labels') or ['(words)'])} |
 | corpus | {info['title']} (`{corpus}`) |
 | corpus licence / terms | {info['licence']} |
-| size on disk | {size_mb:.1f} MB ({config.get('weights_dtype', 'float32')} weights{', int8 embedding tables' if config.get('int8_rows') else ''}) |
+| size on disk | {size_mb:.1f} MB ({storage}) |
 | best epoch | {config.get('epoch', '?')} |
 | saved | {config.get('saved_at', '?')} |
 
