@@ -28,6 +28,7 @@ import unicodedata
 from collections import Counter
 from dataclasses import dataclass
 from functools import lru_cache
+from itertools import chain
 from pathlib import Path
 from typing import Iterable, Literal, Sequence
 
@@ -45,7 +46,6 @@ _SPECIALS = [PAD, UNK, BOUNDARY]
 
 # A decimal part only follows a digit: "v1.2" is one unit, "a.5" and "No.1" are three.
 _LATIN_RUN = r"(?:[\p{Latin}0-9]\p{M}*)+(?:(?<=[0-9])\.[0-9]+)*"
-_SURROGATES = {chr(cp): "\ufffd" for cp in range(0xD800, 0xE000)}
 _T2S_PATH = Path(__file__).parent / "data" / "t2s.json"
 
 
@@ -71,6 +71,34 @@ _WHITE_SPACE = frozenset(
     "\t\n\v\f\r \x85\xa0\u1680\u2000\u2001\u2002\u2003\u2004\u2005\u2006\u2007\u2008"
     "\u2009\u200a\u2028\u2029\u202f\u205f\u3000"
 )
+
+
+# Unit classes of normalised code points for the array-based splitter (see Codec._split_units).
+_OTHER, _SPACE, _RUN, _SINGLE, _DOT = range(5)
+# Characters that are certainly a unit of their own under both unit rules: ASCII punctuation but
+# ".", CJK ideographs, CJK and general punctuation (no Latin letters, marks, format or space
+# characters among them; a test checks each against the tokenizer). Anything else sends its
+# text through the tokenizer.
+_SINGLE_RANGES = [(0x21, 0x2D), (0x2F, 0x2F), (0x3A, 0x40), (0x5B, 0x60), (0x7B, 0x7E), (0xB7, 0xB7),
+                  (0x2010, 0x2027), (0x2030, 0x205E), (0x3001, 0x3029), (0x3030, 0x303F),
+                  (0x3400, 0x4DBF), (0x4E00, 0x9FFF)]
+
+
+@lru_cache(maxsize=2)
+def _unit_classes(units: str) -> np.ndarray:
+    """Per code point: how the array-based splitter treats it (``_OTHER``: not at all)."""
+    if units == "chars":  # every character that is not whitespace is a unit
+        classes = np.full(0x110000, _SINGLE, dtype=np.uint8)
+    else:
+        classes = np.full(0x110000, _OTHER, dtype=np.uint8)
+        for first, last in _SINGLE_RANGES:
+            classes[first : last + 1] = _SINGLE
+        for first, last in ((0x30, 0x39), (0x41, 0x5A), (0x61, 0x7A)):
+            classes[first : last + 1] = _RUN
+        classes[ord(".")] = _DOT
+    classes[[ord(ch) for ch in _WHITE_SPACE]] = _SPACE
+    classes[0xD800:0xE000] = _OTHER  # never seen after normalisation
+    return classes
 
 
 @lru_cache(maxsize=1)
@@ -152,7 +180,13 @@ class Codec:
         self.config = config
         self.tokenizer = tokenizer
         self.charmap = charmap
-        self._translate = str.maketrans({**charmap, **_SURROGATES})
+        # code point -> normalised code point, for whole batches at once (lone surrogates -> U+FFFD)
+        table = np.arange(0x110000, dtype=np.uint32)
+        table[0xD800:0xE000] = 0xFFFD
+        if charmap:
+            table[np.fromiter(map(ord, charmap), np.int64, len(charmap))] = np.fromiter(
+                map(ord, charmap.values()), np.uint32, len(charmap))
+        self._table = table
         self.bigram_list = [tuple(b) for b in bigrams]
         self._index_bigrams()
 
@@ -234,18 +268,110 @@ class Codec:
 
     # ---- text -> units ------------------------------------------------
     def normalize(self, text: str) -> str:
-        return text.translate(self._translate)
+        return self.normalize_all([text])[0]
+
+    def normalize_all(self, texts: Sequence[str]) -> list[str]:
+        """Every text through the 1:1 table, in one array lookup over all of them."""
+        if not texts:
+            return []
+        normed = self._normalized_points(texts).tobytes().decode("utf-32-le")
+        ends = np.cumsum(np.fromiter(map(len, texts), np.int64, len(texts))).tolist()
+        return [normed[a:z] for a, z in zip([0] + ends[:-1], ends)]
+
+    def _normalized_points(self, texts: Sequence[str]) -> np.ndarray:
+        """The normalised code points of all texts, one after the other."""
+        joined = "".join(texts)
+        return self._table[np.frombuffer(joined.encode("utf-32-le", "surrogatepass"), dtype=np.uint32)]
 
     def _pieces(self, text: str) -> list[str]:
         pre = self.tokenizer.pre_tokenizer.pre_tokenize_str(self.normalize(text))
         return [p for p, _ in pre]
 
     def encode(self, texts: Sequence[str]) -> Encoded:
-        normed = [self.normalize(t) for t in texts]
-        encodings = self.tokenizer.encode_batch(normed, add_special_tokens=False)
-        offsets = [np.asarray(e.offsets, dtype=np.int64).reshape(-1, 2) for e in encodings]
-        ids = [np.asarray(e.ids, dtype=np.int64) for e in encodings]
+        """Units (ids and character offsets) of every text.
+
+        Texts made only of characters whose unit is plain (CJK, punctuation, ASCII letters and
+        digits, whitespace) are split with array operations over all of them at once; the rest go
+        through the ``tokenizers`` pipeline. Both give the same units (tests compare them).
+        """
+        if not texts:
+            return Encoded([], [])
+        points = self._normalized_points(texts)
+        lengths = np.fromiter(map(len, texts), np.int64, len(texts))
+        offsets, ids, slow = self._split_units(points, lengths)
+        if len(slow):
+            normed = points.tobytes().decode("utf-32-le")
+            ends = np.cumsum(lengths)
+            slow_texts = [normed[ends[i] - lengths[i] : ends[i]] for i in slow.tolist()]
+            slow_enc = self._tokenize(slow_texts)
+            for k, i in enumerate(slow.tolist()):
+                offsets[i], ids[i] = slow_enc.offsets[k], slow_enc.ids[k]
         return Encoded(offsets, ids)
+
+    def _tokenize(self, normed: Sequence[str]) -> Encoded:
+        """Already normalised texts through the ``tokenizers`` pipeline."""
+        encodings = self.tokenizer.encode_batch(normed, add_special_tokens=False)
+        ids = [e.ids for e in encodings]
+        counts = np.fromiter(map(len, ids), np.int64, len(ids))
+        total = int(counts.sum())
+        flat_ids = np.fromiter(chain.from_iterable(ids), np.int64, total)
+        flat_offsets = np.fromiter(
+            chain.from_iterable(chain.from_iterable(e.offsets for e in encodings)), np.int64, 2 * total
+        ).reshape(-1, 2)
+        cuts = np.cumsum(counts)[:-1]
+        return Encoded(np.split(flat_offsets, cuts), np.split(flat_ids, cuts))
+
+    def _split_units(
+        self, points: np.ndarray, lengths: np.ndarray
+    ) -> tuple[list[np.ndarray], list[np.ndarray], np.ndarray]:
+        """The array-based splitter over the normalised code points of all texts (concatenated).
+
+        Returns per-text offsets and ids, and the indices of the texts it cannot split (those
+        holding other characters, or a "." between digits: a decimal part), left for the tokenizer.
+        """
+        classes, char_ids = self._unit_tables()
+        cls = classes[points]
+        text_start = np.zeros(len(points) + 1, dtype=bool)
+        text_start[np.cumsum(lengths)[:-1]] = True
+        text_start[0] = True
+        owner = np.repeat(np.arange(len(lengths)), lengths)  # text of each position
+        bad = cls == _OTHER
+        if self.config.units == "latin_runs":  # a "." between two digits belongs to a number
+            digit = (points >= 0x30) & (points <= 0x39)
+            dot = np.flatnonzero((cls[1:-1] == _DOT) & digit[:-2] & digit[2:]) + 1
+            bad[dot] = True
+        slow = np.unique(owner[bad])
+        run = cls == _RUN
+        run_start = run & (text_start[:-1] | ~np.concatenate([[False], run[:-1]]))
+        run_end = run & (text_start[1:] | ~np.concatenate([run[1:], [False]]))
+        single = (cls == _SINGLE) | (cls == _DOT)
+        starts = np.flatnonzero(single | run_start)
+        ends = np.flatnonzero(single | run_end) + 1
+        unit_ids = char_ids[points[starts]].astype(np.int64)
+        longer = np.flatnonzero(ends - starts > 1)
+        if len(longer):  # runs of several letters/digits: looked up by their text
+            normed = points.tobytes().decode("utf-32-le")
+            vocab = self._vocab
+            unit_ids[longer] = [vocab.get(normed[a:z], UNK_ID) for a, z in
+                                zip(starts[longer].tolist(), ends[longer].tolist())]
+        unit_owner = owner[starts]
+        first = np.cumsum(lengths) - lengths
+        flat_offsets = np.stack([starts, ends], axis=1) - first[unit_owner, None]
+        cuts = np.cumsum(np.bincount(unit_owner, minlength=len(lengths)))[:-1]
+        return np.split(flat_offsets, cuts), np.split(unit_ids, cuts), slow
+
+    def _unit_tables(self) -> tuple[np.ndarray, np.ndarray]:
+        """Unit classes, and the id of every one-character unit by code point (for this vocabulary)."""
+        if getattr(self, "_tables_for", None) is not self.tokenizer:
+            self._vocab = self.tokenizer.get_vocab()
+            char_ids = np.full(0x110000, UNK_ID, dtype=np.int32)
+            singles = [(ord(tok), i) for tok, i in self._vocab.items() if len(tok) == 1]
+            if singles:
+                where, ids = zip(*singles)
+                char_ids[list(where)] = ids
+            self._unit_tables_cache = (_unit_classes(self.config.units), char_ids)
+            self._tables_for = self.tokenizer
+        return self._unit_tables_cache
 
     # ---- units -> tensors ---------------------------------------------
     def batch(self, encoded: Encoded, order: Sequence[int] | None = None) -> Batch:

@@ -12,7 +12,7 @@ import torch
 from models.checkpoint import ModelMeta, load_checkpoint
 from models.codec import Codec, Encoded
 from models.schemes import OUTSIDE, TagScheme, split_tag, tags_to_spans
-from models.spans import Span
+from models.spans import Span, SpanTable
 from models.tagger import Tagger
 
 
@@ -66,13 +66,29 @@ class Pipeline:
         ``forced[i]`` are character spans that must come out whole in text ``i``
         (label "" = any label), honoured inside the decoder (constrained Viterbi).
         """
+        return self.predict_table(texts, scores=scores, max_batch=max_batch, max_units=max_units,
+                                  forced=forced).to_lists()
+
+    def predict_table(
+        self,
+        texts: Sequence[str],
+        *,
+        scores: bool = False,
+        max_batch: int = 256,
+        max_units: int = 16384,
+        forced: Sequence[Sequence[Span]] | None = None,
+    ) -> SpanTable:
+        """:meth:`predict` as one :class:`SpanTable` (flat arrays, no :class:`Span` objects)."""
         encoded = self.codec.encode(texts)
-        results: list[list[Span]] = [[] for _ in texts]
+        parts: list[SpanTable] = []
+        rows: list[int] = []
         for order in plan_batches(encoded.lengths, max_batch, max_units):
             batch_forced = [forced[i] for i in order] if forced is not None else None
-            for i, spans in zip(order, self.predict_encoded(encoded, order, scores, batch_forced)):
-                results[i] = spans
-        return results
+            parts.append(self.tag_encoded(encoded, order, scores, batch_forced))
+            rows.extend(order)
+        where = np.empty(len(rows), dtype=np.int64)
+        where[np.asarray(rows, dtype=np.int64)] = np.arange(len(rows))  # text i is row where[i]
+        return SpanTable.concat(parts, self.label_names).take(where)
 
     def predict_encoded(
         self,
@@ -85,6 +101,16 @@ class Pipeline:
 
         ``forced[k]`` belongs to text ``order[k]``.
         """
+        return self.tag_encoded(encoded, order, scores, forced).to_lists()
+
+    def tag_encoded(
+        self,
+        encoded: Encoded,
+        order: Sequence[int],
+        scores: bool = False,
+        forced: Sequence[Sequence[Span]] | None = None,
+    ) -> SpanTable:
+        """:meth:`predict_encoded` as a :class:`SpanTable` (row k = text ``order[k]``)."""
         was_training = self.tagger.training
         self.tagger.eval()
         batch = self.codec.batch(encoded, order)
@@ -110,10 +136,16 @@ class Pipeline:
         if marginals is not None:
             probs = np.take_along_axis(marginals.cpu().numpy(), tag_ids[..., None], -1)[..., 0]
         lengths = np.asarray([len(encoded.ids[i]) for i in order], dtype=np.int64)
-        return self._spans(tag_ids, lengths, offsets, probs)
+        return self._span_table(tag_ids, lengths, offsets, probs)
 
-    def _spans(self, tag_ids: np.ndarray, lengths: np.ndarray, offsets: Sequence[np.ndarray],
-               probs: np.ndarray | None) -> list[list[Span]]:
+    @property
+    def label_names(self) -> list[str]:
+        """The labels a :class:`SpanTable` of this model indexes ("" for plain words)."""
+        self._tag_tables()
+        return self._labels
+
+    def _span_table(self, tag_ids: np.ndarray, lengths: np.ndarray, offsets: Sequence[np.ndarray],
+                    probs: np.ndarray | None) -> SpanTable:
         """Character spans of every row, built with array operations over the whole batch.
 
         Works for any tag sequence the CRF's transition constraints allow; a row with anything
@@ -146,42 +178,33 @@ class Pipeline:
         else:
             good[:] = False
         # flat unit index of each row's first unit, to read offsets and scores of the whole batch at once
-        first = np.concatenate([[0], np.cumsum(lengths)[:-1]])
+        first = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64)
         flat_offsets = np.concatenate(offsets) if len(offsets) else np.zeros((0, 2), np.int64)
-        out: list[list[Span]] = []
+        flat_probs = probs[valid] if probs is not None else None
         if good.all():  # (all False whenever starts and ends do not pair up)
-            char_starts = flat_offsets[first[s_row] + s_col, 0].tolist()
-            char_ends = flat_offsets[first[e_row] + e_col, 1].tolist()
-            labels = [self._labels[k] for k in lab[s_row, s_col].tolist()]
-            if probs is None:
-                spans = list(map(Span, char_starts, char_ends, labels))
-            else:
-                flat_probs = probs[valid]
-                mins = _span_minima(flat_probs, first[s_row] + s_col, first[e_row] + e_col + 1)
-                spans = list(map(Span, char_starts, char_ends, labels, mins))
-            bounds = np.cumsum(count).tolist()
-            return [spans[a:z] for a, z in zip([0] + bounds[:-1], bounds)]
-        names = self.meta.tags  # some row is not a sequence the constraints allow: row by row
-        for row in range(b):
-            n = int(lengths[row])
-            if good[row]:
-                mask_s, mask_e = s_row == row, e_row == row
-                unit_s, unit_e = s_col[mask_s], e_col[mask_e] + 1
-                row_labels = [self._labels[k] for k in lab[row, unit_s].tolist()]
-            else:  # repair it the documented way
-                repaired = tags_to_spans([names[t] for t in tag_ids[row, :n].tolist()])
-                unit_s = np.asarray([a for a, _, _ in repaired], dtype=np.int64)
-                unit_e = np.asarray([z for _, z, _ in repaired], dtype=np.int64)
-                row_labels = [c for _, _, c in repaired]
-            row_offsets = offsets[row]
-            char_starts = row_offsets[unit_s, 0].tolist()
-            char_ends = row_offsets[unit_e - 1, 1].tolist()
-            if probs is None:
-                out.append(list(map(Span, char_starts, char_ends, row_labels)))
-            else:
-                mins = _span_minima(probs[row, :n], unit_s, unit_e)
-                out.append(list(map(Span, char_starts, char_ends, row_labels, mins)))
-        return out
+            unit_s, unit_e = first[s_row] + s_col, first[e_row] + e_col + 1
+            labels = lab[s_row, s_col]
+        else:  # some row is not a sequence the constraints allow: those rows are repaired one by one
+            names = self.meta.tags
+            per_row = []
+            for row in range(b):
+                n = int(lengths[row])
+                if good[row]:
+                    pick_s, pick_e = s_row == row, e_row == row
+                    per_row.append((s_col[pick_s], e_col[pick_e] + 1, lab[row, s_col[pick_s]]))
+                else:  # repair it the documented way
+                    repaired = tags_to_spans([names[t] for t in tag_ids[row, :n].tolist()])
+                    per_row.append((np.asarray([a for a, _, _ in repaired], dtype=np.int64),
+                                    np.asarray([z for _, z, _ in repaired], dtype=np.int64),
+                                    np.asarray([self._labels.index(c) for _, _, c in repaired], dtype=np.int64)))
+            count = np.asarray([len(s) for s, _, _ in per_row], dtype=np.int64)
+            shift = np.repeat(first, count)
+            unit_s = np.concatenate([s for s, _, _ in per_row] + [np.zeros(0, np.int64)]) + shift
+            unit_e = np.concatenate([e for _, e, _ in per_row] + [np.zeros(0, np.int64)]) + shift
+            labels = np.concatenate([c for _, _, c in per_row] + [np.zeros(0, np.int64)])
+        mins = _span_minima(flat_probs, unit_s, unit_e) if flat_probs is not None else None
+        return SpanTable(count.astype(np.int64), flat_offsets[unit_s, 0], flat_offsets[unit_e - 1, 1],
+                         labels.astype(np.int64), self._labels, mins)
 
     def _tag_tables(self) -> tuple[np.ndarray, np.ndarray]:
         """Per tag id: its prefix code and the index of its label in ``self._labels``."""
@@ -263,12 +286,12 @@ def quantize_int8(tagger: Tagger) -> Tagger:
         return quantize_dynamic(tagger, {torch.nn.LSTM, torch.nn.GRU, torch.nn.Linear}, dtype=torch.qint8)
 
 
-def _span_minima(values: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> list[float]:
+def _span_minima(values: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> np.ndarray:
     """min(values[s:e]) for each span, in one reduceat over the interleaved bounds."""
     if not len(starts):
-        return []
+        return np.zeros(0)
     bounds = np.stack([starts, ends], axis=1).ravel()
-    return np.minimum.reduceat(np.append(values, 1.0), bounds)[::2].tolist()
+    return np.minimum.reduceat(np.append(values, 1.0), bounds)[::2]
 
 
 def plan_batches(lengths: Sequence[int], max_batch: int, max_units: int) -> list[list[int]]:

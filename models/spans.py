@@ -8,6 +8,9 @@ Spans are the truth everywhere in seqtag; tags are derived from them by a
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Sequence
+
+import numpy as np
 
 
 @dataclass(frozen=True, order=True)
@@ -31,3 +34,72 @@ class Example:
 
     def labels(self) -> set[str]:
         return {s.label for s in self.spans}
+
+
+@dataclass
+class SpanTable:
+    """The spans of many texts as flat arrays, text by text and in text order within a text.
+
+    What :meth:`models.pipeline.Pipeline.predict_table` returns: writers that only need offsets
+    (``seqtag predict``'s ``seg`` output) work on the arrays and never build a :class:`Span`;
+    :meth:`to_lists` gives the usual ``list[list[Span]]``.
+    """
+
+    counts: np.ndarray  # (texts,) spans per text
+    starts: np.ndarray  # (spans,) character offsets, half-open
+    ends: np.ndarray
+    labels: np.ndarray  # (spans,) index into ``label_names``
+    label_names: Sequence[str]
+    scores: np.ndarray | None = None  # (spans,) confidence, when asked for
+
+    @classmethod
+    def empty(cls, texts: int, label_names: Sequence[str], scores: bool = False) -> "SpanTable":
+        none = np.zeros(0, dtype=np.int64)
+        return cls(np.zeros(texts, dtype=np.int64), none, none, none, label_names,
+                   np.zeros(0) if scores else None)
+
+    @classmethod
+    def from_lists(cls, spans: Sequence[Sequence[Span]], label_names: Sequence[str] | None = None) -> "SpanTable":
+        """A table of ``spans[i]`` for text i (labels indexed in ``label_names``, default: sorted)."""
+        flat = [sp for row in spans for sp in row]
+        names = list(label_names) if label_names is not None else sorted({sp.label for sp in flat})
+        index = {name: k for k, name in enumerate(names)}
+        scores = None
+        if flat and all(sp.score is not None for sp in flat):
+            scores = np.asarray([sp.score for sp in flat], dtype=np.float64)
+        column = lambda values: np.asarray(values, dtype=np.int64)  # noqa: E731
+        return cls(column([len(row) for row in spans]), column([sp.start for sp in flat]),
+                   column([sp.end for sp in flat]), column([index[sp.label] for sp in flat]), names, scores)
+
+    @classmethod
+    def concat(cls, tables: Sequence["SpanTable"], label_names: Sequence[str]) -> "SpanTable":
+        """The rows of ``tables`` one after the other (all sharing ``label_names``)."""
+        if not tables:
+            return cls.empty(0, label_names)
+        cat = lambda name: np.concatenate([getattr(t, name) for t in tables])  # noqa: E731
+        scores = cat("scores") if all(t.scores is not None for t in tables) else None
+        return cls(cat("counts"), cat("starts"), cat("ends"), cat("labels"), label_names, scores)
+
+    def __len__(self) -> int:
+        return len(self.counts)
+
+    def take(self, rows: np.ndarray | Sequence[int]) -> "SpanTable":
+        """A table of the given rows, in that order."""
+        rows = np.asarray(rows, dtype=np.int64)
+        counts = self.counts[rows]
+        firsts = (np.cumsum(self.counts) - self.counts)[rows]
+        new_firsts = np.cumsum(counts) - counts
+        flat = np.repeat(firsts - new_firsts, counts) + np.arange(int(counts.sum()))
+        pick = lambda a: None if a is None else a[flat]  # noqa: E731
+        return SpanTable(counts, self.starts[flat], self.ends[flat], self.labels[flat], self.label_names,
+                         pick(self.scores))
+
+    def to_lists(self) -> list[list[Span]]:
+        """``list[list[Span]]``, one list per text."""
+        names = np.asarray(list(self.label_names) or [""], dtype=object)
+        columns = [self.starts.tolist(), self.ends.tolist(), names[self.labels].tolist()]
+        if self.scores is not None:
+            columns.append(self.scores.tolist())
+        spans = list(map(Span, *columns))
+        bounds = np.cumsum(self.counts).tolist()
+        return [spans[a:z] for a, z in zip([0] + bounds[:-1], bounds)]

@@ -265,12 +265,16 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 def _predict_chunk(pipeline, texts: list[str], fmt: str, sink, batch_size: int) -> None:
     from models.spans import Example
-    from training.readers import write_corpus
+    from training.readers import seg_lines, write_corpus
 
     if not texts:
         return
-    spans = pipeline.predict(texts, max_batch=batch_size)
-    write_corpus([Example(t, s) for t, s in zip(texts, spans)], sink, fmt, scheme=pipeline.meta.scheme)
+    table = pipeline.predict_table(texts, max_batch=batch_size)
+    if fmt == "seg":  # built from the span arrays directly: no Span objects, no per-word Python
+        sink.write(seg_lines(texts, table))
+        return
+    examples = [Example(t, s) for t, s in zip(texts, table.to_lists())]
+    write_corpus(examples, sink, fmt, scheme=pipeline.meta.scheme)
 
 
 def cmd_compact(args: argparse.Namespace) -> int:

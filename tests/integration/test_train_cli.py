@@ -325,13 +325,14 @@ def test_predict_pos_model_jsonl(pos_run, tmp_path, capsys, monkeypatch):
 def test_predict_column_uses_the_model_scheme(ner_run, tmp_path, capsys, monkeypatch):
     """Column output of a BIOES NER model is written in BIOES (I-PER), not BMES (M-PER)."""
     import training.cli as cli
-    from models.spans import Span
+    from models.spans import Span, SpanTable
 
     real = cli._load_pipeline
 
     def fake_load(model, device):
         pipeline = real(model, device)
-        pipeline.predict = lambda texts, **kw: [[Span(0, 3, "PER")] if len(t) >= 3 else [] for t in texts]
+        pipeline.predict_table = lambda texts, **kw: SpanTable.from_lists(
+            [[Span(0, 3, "PER")] if len(t) >= 3 else [] for t in texts])
         return pipeline
 
     monkeypatch.setattr(cli, "_load_pipeline", fake_load)

@@ -396,3 +396,63 @@ def test_zero_digits_shares_numbers_and_keeps_offsets():
     encoded = codec.encode([text])
     assert encoded.ids[0].tolist() == codec.encode(["1998年"]).ids[0].tolist()
     assert encoded.offsets[0].tolist() == [[0, 4], [4, 5]]
+
+
+@settings(max_examples=200, deadline=None, derandomize=True)
+@given(st.lists(st.text(st.one_of(st.characters(), st.sampled_from(["\ud800", "\udfff", "Ａ", "İ", "ﬁ"]))),
+                max_size=5))
+def test_normalize_all_is_the_charmap_applied_text_by_text(codec, texts):
+    table = str.maketrans({**codec.charmap, **{chr(cp): "\ufffd" for cp in range(0xD800, 0xE000)}})
+    assert codec.normalize_all(texts) == [t.translate(table) for t in texts]
+    assert [codec.normalize(t) for t in texts] == [t.translate(table) for t in texts]
+
+
+def test_encode_of_no_texts_and_of_empty_texts(codec):
+    assert codec.encode([]).ids == []
+    enc = codec.encode(["", "我 们", ""])
+    assert [len(i) for i in enc.ids] == [0, 2, 0]
+    assert [o.shape for o in enc.offsets] == [(0, 2), (2, 2), (0, 2)]
+    assert enc.offsets[1].tolist() == [[0, 1], [2, 3]]
+
+
+# ---- the array-based unit splitter gives the tokenizer's units -------------------------------------------
+
+_SPLITTER_PIECES = st.one_of(
+    st.sampled_from(list("我们在北京工作。，、“”《》（）·—…!?,.:;'\"()[]-_/@#%&*+=<>|~`^{}$\\ \t\u3000\xa0\n")
+                    + ["3.5", "v1.2", "a.5", "1.", ".1", "No.1", "2024", "COVID", "iPhone15", "x1.2.3", "１２",
+                       "Ｏｆｆｉｃｅ", "é", "e\u0301", "\u0301", "ß", "İ", "\u200d", "\ufeff", "\x00", "\x1f",
+                       "\ud800", "\U0001F600", "٣", "Ⅻ", "ｶ", "\u302a", "\u2028", "\u2066", "\u205f"]),
+    st.characters(),
+)
+
+
+def _same_units(codec, texts):
+    fast = codec.encode(texts)
+    slow = codec._tokenize(codec.normalize_all(texts))
+    for k in range(len(texts)):
+        assert fast.ids[k].tolist() == slow.ids[k].tolist(), texts[k]
+        assert fast.offsets[k].tolist() == slow.offsets[k].tolist(), texts[k]
+        assert fast.offsets[k].shape == slow.offsets[k].shape and fast.ids[k].dtype == slow.ids[k].dtype
+
+
+@settings(max_examples=300, deadline=None, derandomize=True,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.lists(st.lists(_SPLITTER_PIECES, max_size=20).map("".join), min_size=1, max_size=6))
+def test_array_splitter_matches_the_tokenizer(codec, chars_codec, texts):
+    _same_units(codec, texts)
+    _same_units(chars_codec, texts)
+
+
+def test_array_splitter_matches_the_tokenizer_on_every_plain_character(codec, chars_codec):
+    from models.codec import _SINGLE, _unit_classes
+
+    plain = np.flatnonzero(_unit_classes("latin_runs") == _SINGLE).tolist()
+    # each character alone, between letters, digits, dots and itself
+    texts = ["".join(f"{chr(c)}a{chr(c)}1{chr(c)}{chr(c)}.x1. " for c in plain[i : i + 200])
+             for i in range(0, len(plain), 200)]
+    _same_units(codec, texts)
+    _same_units(chars_codec, texts)
+    assert len(plain) > 27000
+    for one in (codec, chars_codec):  # and all of them were split by the arrays
+        points = one._normalized_points(texts)
+        assert len(one._split_units(points, np.asarray([len(t) for t in texts]))[2]) == 0

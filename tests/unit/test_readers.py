@@ -544,3 +544,57 @@ def test_real_corpora():
                   f"{stats.repaired} repaired")
             seen += 1
     assert seen == 14
+
+
+# ---- seg_lines: the array-built seg output of `seqtag predict` ------------------------------------------
+
+_SEG_CHARS = st.one_of(
+    st.sampled_from(list("我们在北京工作。ab1 \t\u3000\xa0\x1c\x1f\u2028\n\r") + ["\ud800", "\U0001F600"]),
+    st.characters(),
+)
+
+
+@st.composite
+def texts_with_spans(draw):
+    """Texts with sorted, non-overlapping spans (gaps allowed, some on whitespace)."""
+    texts = draw(st.lists(st.lists(_SEG_CHARS, max_size=25).map("".join), min_size=1, max_size=5))
+    examples = []
+    for text in texts:
+        cuts = sorted(set(draw(st.lists(st.integers(0, len(text)), max_size=12))))
+        spans = [Span(a, b, "") for a, b in zip(cuts, cuts[1:]) if draw(st.booleans())]
+        examples.append(Example(text, spans))
+    return examples
+
+
+def _table(examples):
+    from models.spans import SpanTable
+
+    return SpanTable.from_lists([ex.spans for ex in examples])
+
+
+@settings(max_examples=300, deadline=None, derandomize=True)
+@given(texts_with_spans())
+def test_seg_lines_writes_what_write_corpus_writes(examples):
+    from training.readers import seg_lines
+
+    expected = io.StringIO()
+    write_corpus(examples, expected, "seg")
+    assert seg_lines([ex.text for ex in examples], _table(examples)) == expected.getvalue()
+
+
+def test_seg_lines_rejects_bad_spans():
+    from training.readers import seg_lines
+
+    with pytest.raises(ValueError, match="outside"):
+        seg_lines(["ab"], _table([Example("ab", [Span(0, 3)])]))
+    with pytest.raises(ValueError, match="overlaps"):
+        seg_lines(["abc"], _table([Example("abc", [Span(0, 2), Span(1, 3)])]))
+    with pytest.raises(ValueError, match="texts but spans"):
+        seg_lines(["a", "b"], _table([Example("a", [])]))
+    assert seg_lines([], _table([])) == ""
+
+
+def test_split_spaces_are_what_str_split_splits_on():
+    from training.readers import SPLIT_SPACES
+
+    assert sorted(SPLIT_SPACES.tolist()) == [c for c in range(0x110000) if chr(c).isspace()]
