@@ -28,7 +28,7 @@ import unicodedata
 from collections import Counter
 from dataclasses import dataclass
 from functools import lru_cache
-from itertools import chain
+from itertools import chain, repeat
 from pathlib import Path
 from typing import Iterable, Literal, Sequence
 
@@ -167,6 +167,59 @@ class Batch:
         return Batch(pin(self.unit_ids), pin(self.bigram_ids), self.lengths)
 
 
+class KeyIndex:
+    """Non-negative int64 keys -> int64 values, looked up for whole arrays at once.
+
+    An open-addressing hash table (Fibonacci hashing, linear probing, at most a quarter full)
+    held in two arrays: a lookup is a few vectorised gathers instead of a binary search per key.
+    """
+
+    _EMPTY = -1
+
+    def __init__(self, keys: np.ndarray, values: np.ndarray, missing: int):
+        if len(np.unique(keys)) != len(keys) or (keys < 0).any():
+            raise ValueError("KeyIndex keys must be distinct and non-negative")
+        self.missing = missing
+        self.bits = max(4, int(np.ceil(np.log2(max(len(keys), 1) * 4))))
+        size = 1 << self.bits
+        self.keys = np.full(size, self._EMPTY, dtype=np.int64)
+        self.values = np.full(size, missing, dtype=np.int64)
+        home = self._home(keys)
+        pending = np.arange(len(keys))
+        self.probes = 0  # the longest probe sequence any key needs
+        while len(pending):  # round p places the keys still waiting at home + p, where free
+            slot = (home[pending] + self.probes) & (size - 1)
+            free = np.flatnonzero(self.keys[slot] == self._EMPTY)
+            taken, first = np.unique(slot[free], return_index=True)  # one key per free slot
+            winners = pending[free[first]]
+            self.keys[taken], self.values[taken] = keys[winners], values[winners]
+            placed = np.zeros(len(pending), dtype=bool)
+            placed[free[first]] = True
+            pending = pending[~placed]
+            self.probes += 1
+
+    def _home(self, keys: np.ndarray) -> np.ndarray:
+        mixed = keys.astype(np.uint64) * np.uint64(0x9E3779B97F4A7C15)
+        return (mixed >> np.uint64(64 - self.bits)).astype(np.int64)
+
+    def lookup(self, queries: np.ndarray) -> np.ndarray:
+        """The value of every query (same shape), ``missing`` where a key is absent."""
+        out = np.full(queries.shape, self.missing, dtype=np.int64)
+        flat_out = out.reshape(-1)
+        todo = np.arange(queries.size)
+        query = queries.reshape(-1)
+        slot = self._home(query)
+        for _ in range(self.probes):
+            found = self.keys[slot]
+            hit = found == query
+            flat_out[todo[hit]] = self.values[slot[hit]]
+            going = ~hit & (found != self._EMPTY)
+            todo, query, slot = todo[going], query[going], (slot[going] + 1) & (len(self.keys) - 1)
+            if not len(todo):
+                break
+        return out
+
+
 class Codec:
     """Owns normalisation, unit splitting, vocabularies and span <-> unit mapping."""
 
@@ -244,18 +297,15 @@ class Codec:
         self._index_bigrams()
 
     def _index_bigrams(self) -> None:
-        """Bigrams are looked up by the pair of unit ids: key = left * V + right, sorted for searchsorted."""
+        """Bigrams are looked up by the pair of unit ids: key = left * V + right, in a :class:`KeyIndex`."""
         vocab = self.tokenizer.get_vocab()
         self._vsize = len(vocab)
-        keys, ids = [], []
-        for i, (a, b) in enumerate(self.bigram_list):
-            ia, ib = vocab.get(a, UNK_ID), vocab.get(b, UNK_ID)
-            if ia != UNK_ID and ib != UNK_ID:
-                keys.append(ia * self._vsize + ib)
-                ids.append(i + 2)  # 0 pad, 1 unk
-        order = np.argsort(np.asarray(keys, dtype=np.int64), kind="stable")
-        self._bigram_keys = torch.as_tensor(np.asarray(keys, dtype=np.int64)[order])
-        self._bigram_ids = torch.as_tensor(np.asarray(ids, dtype=np.int64)[order])
+        count = len(self.bigram_list)
+        left = np.fromiter(map(vocab.get, (a for a, _ in self.bigram_list), repeat(UNK_ID)), np.int64, count)
+        right = np.fromiter(map(vocab.get, (b for _, b in self.bigram_list), repeat(UNK_ID)), np.int64, count)
+        known = np.flatnonzero((left != UNK_ID) & (right != UNK_ID))
+        keys, first = np.unique(left[known] * self._vsize + right[known], return_index=True)
+        self._bigram_index = KeyIndex(keys, known[first] + 2, UNK_ID)  # ids: 0 pad, 1 unk, then the list
 
     @property
     def num_units(self) -> int:
@@ -378,34 +428,32 @@ class Codec:
         """Pad (a subset, in ``order``, of) encoded texts into a :class:`Batch`."""
         order = range(len(encoded.ids)) if order is None else order
         rows = [encoded.ids[i] for i in order]
-        lengths = torch.tensor([len(r) for r in rows], dtype=torch.long)
+        lengths = np.fromiter(map(len, rows), np.int64, len(rows))
         width = max(int(lengths.max()) if len(rows) else 0, 1)
+        real = np.arange(width)[None, :] < lengths[:, None]
+        flat = np.concatenate(rows) if rows else np.zeros(0, dtype=np.int64)
         unit_ids = np.zeros((len(rows), width), dtype=np.int64)
-        if rows:  # one scatter of all rows' ids into their padded places
-            unit_ids[np.arange(width)[None, :] < lengths.numpy()[:, None]] = np.concatenate(rows)
-        units = torch.from_numpy(unit_ids)
-        bigrams = self._bigram_tensor(units, lengths) if self.config.bigrams else None
-        return Batch(units, bigrams, lengths)
+        unit_ids[real] = flat  # one scatter of all rows' ids into their padded places
+        bigrams = None
+        if self.config.bigrams:
+            bigram_ids = np.zeros((len(rows), width, 2), dtype=np.int64)
+            bigram_ids[real] = self._bigram_ids_of(flat, lengths)
+            bigrams = torch.from_numpy(bigram_ids)
+        return Batch(torch.from_numpy(unit_ids), bigrams, torch.from_numpy(lengths))
 
-    def _bigram_tensor(self, units: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-        """(B, L) unit ids -> (B, L, 2) ids of the left (prev, cur) and right (cur, next) bigrams."""
-        b, width = units.shape
-        pos = torch.arange(width).expand(b, width)
-        boundary = torch.full((b, 1), BOUNDARY_ID, dtype=units.dtype)
-        prev = torch.cat([boundary, units[:, :-1]], dim=1)
-        nxt = torch.cat([units[:, 1:], boundary], dim=1)
-        nxt = torch.where(pos == (lengths - 1).unsqueeze(1), BOUNDARY_ID, nxt)
-        left = self._lookup_bigrams(prev * self._vsize + units)
-        right = self._lookup_bigrams(units * self._vsize + nxt)
-        out = torch.stack([left, right], dim=-1)
-        return out.masked_fill((pos >= lengths.unsqueeze(1)).unsqueeze(-1), PAD_ID)
-
-    def _lookup_bigrams(self, keys: torch.Tensor) -> torch.Tensor:
-        if self._bigram_keys.numel() == 0:
-            return torch.full_like(keys, UNK_ID)
-        idx = torch.searchsorted(self._bigram_keys, keys).clamp(max=len(self._bigram_keys) - 1)
-        hit = self._bigram_keys[idx] == keys
-        return torch.where(hit, self._bigram_ids[idx], UNK_ID)
+    def _bigram_ids_of(self, flat: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+        """Unit ids of texts one after the other -> (n, 2) ids of each unit's left (prev, cur) and
+        right (cur, next) bigram; the text's edges are the boundary unit."""
+        ends = np.cumsum(lengths)
+        first, last = (ends - lengths)[lengths > 0], ends[lengths > 0] - 1
+        prev = np.empty_like(flat)
+        prev[1:] = flat[:-1]
+        prev[first] = BOUNDARY_ID
+        nxt = np.empty_like(flat)
+        nxt[:-1] = flat[1:]
+        nxt[last] = BOUNDARY_ID
+        return np.stack([self._bigram_index.lookup(prev * self._vsize + flat),
+                         self._bigram_index.lookup(flat * self._vsize + nxt)], axis=1)
 
     # ---- spans <-> unit spans -----------------------------------------
     @staticmethod

@@ -16,6 +16,7 @@ Scores are computed in float32, or in float64 when the emissions are float64
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 
@@ -82,23 +83,11 @@ class CRF(nn.Module):
             # A penalty, not a hard cut: conflicting constraints still yield a path.
             em = em.masked_fill(~tag_mask, NEG)
         trans, start, end = self._scores(em.dtype)
-        # Padding positions point back to the same tag, so backtracking from
-        # position L - 1 walks through padding to each sentence's real last tag.
-        identity = torch.arange(num_tags, device=em.device).expand(batch, num_tags)  # (B, T)
-        score = start + em[:, 0]  # (B, T)
-        backpointers = []
-        for t in range(1, length):
-            best, prev = (score.unsqueeze(2) + trans).max(dim=1)  # (B, T) over the previous tag
-            real = mask[:, t, None]  # (B, 1)
-            score = torch.where(real, best + em[:, t], score)
-            backpointers.append(torch.where(real, prev, identity))
-        best_score, last = (score + end).max(dim=1)  # (B,)
-        path = [last]
-        for pointers in reversed(backpointers):
-            last = pointers.gather(1, last.unsqueeze(1)).squeeze(1)
-            path.append(last)
-        tags = torch.stack(path[::-1], dim=1)  # (B, L)
-        return torch.where(mask, tags, 0), torch.where(lengths > 0, best_score, 0.0)
+        if em.device.type == "cpu":  # same recursion in numpy: far less overhead per position
+            tags, best_score = _viterbi_numpy(em.detach().numpy(), lengths.numpy(), trans.detach().numpy(),
+                                              start.detach().numpy(), end.detach().numpy())
+            return torch.from_numpy(tags), torch.from_numpy(best_score)
+        return _viterbi_torch(em, lengths, mask, trans, start, end)
 
     def marginals(self, emissions: Tensor, lengths: Tensor) -> Tensor:
         """Posterior ``p(y_t = j)`` (B, L, T): rows sum to 1 at real positions, 0 at padding."""
@@ -181,6 +170,67 @@ class CRF(nn.Module):
         inner = torch.where(mask, emit, 0.0).sum(1) + torch.where(mask[:, 1:], step, 0.0).sum(1)
         edges = torch.where(lengths > 0, start[tags[:, 0]] + end[last], 0.0)
         return inner + edges
+
+
+def _viterbi_torch(
+    em: Tensor, lengths: Tensor, mask: Tensor, trans: Tensor, start: Tensor, end: Tensor
+) -> tuple[Tensor, Tensor]:
+    """:meth:`CRF.viterbi`'s recursion with tensor operations on the emissions' device (CUDA)."""
+    batch, length, num_tags = em.shape
+    # Padding positions point back to the same tag, so backtracking from
+    # position L - 1 walks through padding to each sentence's real last tag.
+    identity = torch.arange(num_tags, device=em.device).expand(batch, num_tags)  # (B, T)
+    score = start + em[:, 0]  # (B, T)
+    backpointers = []
+    for t in range(1, length):
+        best, prev = (score.unsqueeze(2) + trans).max(dim=1)  # (B, T) over the previous tag
+        real = mask[:, t, None]  # (B, 1)
+        score = torch.where(real, best + em[:, t], score)
+        backpointers.append(torch.where(real, prev, identity))
+    best_score, last = (score + end).max(dim=1)  # (B,)
+    path = [last]
+    for pointers in reversed(backpointers):
+        last = pointers.gather(1, last.unsqueeze(1)).squeeze(1)
+        path.append(last)
+    tags = torch.stack(path[::-1], dim=1)  # (B, L)
+    return torch.where(mask, tags, 0), torch.where(lengths > 0, best_score, 0.0)
+
+
+def _viterbi_numpy(
+    em: np.ndarray, lengths: np.ndarray, trans: np.ndarray, start: np.ndarray, end: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """:meth:`CRF.viterbi`'s recursion on the host: (B, L, T) emissions (padding zeroed, tag mask
+    applied) -> best tags (B, L), 0 at padding, and their scores (B,).
+
+    Arrays are laid out (L, T, B) so every step reduces over whole contiguous rows of sentences,
+    and each step only touches the sentences still running (a prefix when lengths are longest
+    first, as planned batches are).
+    """
+    batch, length, num_tags = em.shape
+    steps = np.ascontiguousarray(em.transpose(1, 2, 0))  # (L, T, B)
+    score = start[:, None] + steps[0]  # (T, B)
+    pointers = np.empty((length, num_tags, batch), dtype=np.int64)
+    pointers[:] = np.arange(num_tags)[:, None]  # padding points back to the same tag
+    across = trans[:, :, None]  # (T previous, T next, 1)
+    sorted_desc = bool((lengths[:-1] >= lengths[1:]).all())
+    for t in range(1, length):
+        if sorted_desc:
+            alive = slice(0, int(np.searchsorted(-lengths, -t, side="left")))  # rows with length > t
+        else:
+            alive = np.flatnonzero(lengths > t)
+        cand = score[:, None, alive] + across  # (T previous, T next, b)
+        pointers[t][:, alive] = cand.argmax(axis=0)
+        score[:, alive] = cand.max(axis=0) + steps[t][:, alive]
+    final = score + end[:, None]
+    last = final.argmax(axis=0)  # (B,)
+    rows = np.arange(batch)
+    best = final[last, rows]
+    tags = np.empty((batch, length), dtype=np.int64)
+    for t in range(length - 1, -1, -1):
+        tags[:, t] = last
+        last = pointers[t][last, rows]
+    tags[np.arange(length)[None, :] >= lengths[:, None]] = 0
+    return tags, np.where(lengths > 0, best, 0.0).astype(em.dtype)
 
 
 def _check_allowed(allowed: Tensor | None, num_tags: int) -> Tensor:

@@ -104,15 +104,12 @@ class Tagger(nn.Module):
 
     def emissions(self, batch: Batch) -> torch.Tensor:
         """Batch on this module's device -> (B, L, T) tag scores."""
-        x = self.unit_embed(batch.unit_ids)  # (B, L, unit_dim)
-        if self.use_bigrams:
-            bi = self.bigram_embed(batch.bigram_ids)  # (B, L, 2, bigram_dim)
-            x = torch.cat([x, bi.flatten(2)], dim=-1)
-        x = self.embed_dropout(x)
-        width = x.shape[1]
         if isinstance(self.encoder, ConvEncoder):
-            mask = _length_mask(batch.lengths.to(x.device), width).to(x.dtype).unsqueeze(-1)
-            return self.project(self.dropout(self.encoder(x, mask)))
+            h = self._conv_input(batch)
+            mask = _length_mask(batch.lengths.to(h.device), h.shape[1]).to(h.dtype).unsqueeze(-1)
+            return self.project(self.dropout(self.encoder(h, mask)))
+        x = self.embed_dropout(self._embed(batch))
+        width = x.shape[1]
         # Packing keeps padding out of the backward direction; empty rows are
         # given length 1 (over PAD) and masked out by the decoder.
         lengths = batch.lengths.clamp(min=1).cpu()
@@ -122,6 +119,57 @@ class Tagger(nn.Module):
         out, _ = self.encoder(packed)
         out, _ = pad_packed_sequence(out, batch_first=True, total_length=width)
         return self.project(self.dropout(out))  # (B, L, T)
+
+    def _embed(self, batch: Batch) -> torch.Tensor:
+        """(B, L, unit_dim [+ 2 * bigram_dim]): each unit's embedding and its two bigrams'."""
+        x = self.unit_embed(batch.unit_ids)  # (B, L, unit_dim)
+        if self.use_bigrams:
+            bi = self.bigram_embed(batch.bigram_ids)  # (B, L, 2, bigram_dim)
+            x = torch.cat([x, bi.flatten(2)], dim=-1)
+        return x
+
+    def _conv_input(self, batch: Batch) -> torch.Tensor:
+        """The convolutional encoder's input layer over the embeddings, (B, L, channels).
+
+        At inference the layer is folded into the embedding tables (see :meth:`_folded_tables`):
+        three gathers and two adds instead of a concatenation and a matrix product.
+        """
+        if self.training or torch.is_grad_enabled():
+            return self.encoder.input(self.embed_dropout(self._embed(batch)))
+        units, left, right = self._folded_tables()
+        h = F.embedding(batch.unit_ids, units)
+        if left is not None:
+            h = h + F.embedding(batch.bigram_ids[..., 0], left) + F.embedding(batch.bigram_ids[..., 1], right)
+        return h
+
+    def _folded_tables(self) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+        """Unit, left-bigram and right-bigram tables already multiplied by their slices of the
+        input layer's weights (bias in the unit table), in float32. Cached, and rebuilt whenever
+        any weight they come from changes (in-place updates bump a tensor's version; moved or
+        replaced tensors have a new address) and on every train/eval switch.
+        """
+        layer = self.encoder.input
+        sources = [self.unit_embed.weight, layer.weight, layer.bias]
+        if self.use_bigrams:
+            sources.append(self.bigram_embed.weight)
+        key = tuple((w.data_ptr(), w._version, w.dtype, w.device) for w in sources)
+        cached = self.__dict__.get("_folded")
+        if cached is None or cached[0] != key:
+            weight, unit_dim, bigram_dim = layer.weight.float(), self.config.unit_dim, self.config.bigram_dim
+            with torch.autocast(layer.weight.device.type, enabled=False):
+                units = self.unit_embed.weight.float() @ weight[:, :unit_dim].T + layer.bias.float()
+                left = right = None
+                if self.use_bigrams:
+                    bigrams = self.bigram_embed.weight.float()
+                    left = bigrams @ weight[:, unit_dim : unit_dim + bigram_dim].T
+                    right = bigrams @ weight[:, unit_dim + bigram_dim :].T
+            cached = self.__dict__["_folded"] = (key, (units, left, right))
+        return cached[1]
+
+    def train(self, mode: bool = True) -> "Tagger":
+        if mode != self.training:
+            self.__dict__.pop("_folded", None)
+        return super().train(mode)
 
     def forward(self, batch: Batch, tags: torch.Tensor) -> torch.Tensor:
         """Training forward pass = the loss (so DistributedDataParallel can wrap the tagger)."""
@@ -183,7 +231,8 @@ class Tagger(nn.Module):
 class ConvEncoder(nn.Module):
     """Stacked gated convolutions over units: a fast, parallel alternative to the recurrent encoder.
 
-    An input projection to ``channels``, then ``layers`` residual blocks. Block l sees ``kernel``
+    An input projection to ``channels`` (applied by the tagger, which folds it into the embedding
+    tables at inference), then ``layers`` residual blocks. Block l sees ``kernel``
     units 2**l apart (1, 2, 4, ...; 3 blocks of kernel 3 see 15 units) and gates its output with a
     GLU. Each window is built by concatenating shifted copies and run as one matrix product, so
     any batch shape costs the same kernels. Positions past a sentence's end are zeroed before every
@@ -197,9 +246,9 @@ class ConvEncoder(nn.Module):
         self.blocks = nn.ModuleList(nn.Linear(kernel * channels, 2 * channels) for _ in range(layers))
         self.dropout = nn.Dropout(dropout)
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """(B, L, in_dim) and a (B, L, 1) 0/1 mask -> (B, L, channels)."""
-        h = self.input(x) * mask
+    def forward(self, h: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """(B, L, channels) = ``self.input`` over the embeddings, and a (B, L, 1) 0/1 mask -> (B, L, channels)."""
+        h = h * mask
         for level, block in enumerate(self.blocks):
             gated = F.glu(block(self._windows(h, 2**level)), dim=-1)
             h = (h + self.dropout(gated)) * mask

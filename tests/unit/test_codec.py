@@ -456,3 +456,27 @@ def test_array_splitter_matches_the_tokenizer_on_every_plain_character(codec, ch
     for one in (codec, chars_codec):  # and all of them were split by the arrays
         points = one._normalized_points(texts)
         assert len(one._split_units(points, np.asarray([len(t) for t in texts]))[2]) == 0
+
+
+@settings(max_examples=60, deadline=None, derandomize=True)
+@given(st.sets(st.integers(0, 2**40), max_size=300), st.lists(st.integers(0, 2**40), max_size=50))
+def test_key_index_finds_every_key_and_only_them(keys, others):
+    from models.codec import KeyIndex
+
+    keys = sorted(keys)
+    index = KeyIndex(np.asarray(keys, dtype=np.int64), np.arange(len(keys), dtype=np.int64) + 10, -7)
+    want = {k: i + 10 for i, k in enumerate(keys)}
+    queries = np.asarray(keys + others + [0, 1, 2**40], dtype=np.int64)
+    assert index.lookup(queries).tolist() == [want.get(q, -7) for q in queries.tolist()]
+    assert index.lookup(queries.reshape(1, -1)).shape == (1, len(queries))
+
+
+def test_key_index_with_colliding_keys_and_bad_keys():
+    from models.codec import KeyIndex
+
+    keys = np.arange(0, 64 * 1000, 64, dtype=np.int64)  # regular strides: many share a home slot
+    index = KeyIndex(keys, keys * 2, -1)
+    assert (index.lookup(keys) == keys * 2).all() and (index.lookup(keys + 1) == -1).all()
+    assert index.lookup(np.zeros((0, 3), dtype=np.int64)).shape == (0, 3)
+    with pytest.raises(ValueError, match="distinct"):
+        KeyIndex(np.asarray([1, 1]), np.asarray([0, 0]), -1)

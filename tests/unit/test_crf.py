@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 
 import pytest
+import numpy as np
 import torch
 
 from models.crf import CRF
@@ -267,3 +268,28 @@ def test_bad_arguments_raise():
         crf.nll(em, torch.zeros(1, 2, dtype=torch.long), lengths, reduction="avg")
     with pytest.raises(ValueError):
         crf.viterbi(torch.randn(1, 2, 4), lengths)
+
+
+@pytest.mark.parametrize("longest_first", [True, False])
+@pytest.mark.parametrize("constrained", [True, False])
+def test_numpy_and_tensor_viterbi_agree(longest_first, constrained):
+    """CPU decoding runs the numpy recursion, CUDA the tensor one: same paths, same scores."""
+    from models.crf import _viterbi_numpy, _viterbi_torch
+
+    gen = torch.Generator().manual_seed(3)
+    num_tags = 5
+    allowed = torch.rand(num_tags + 2, num_tags + 2, generator=gen) > 0.3 if constrained else None
+    crf = CRF(num_tags, allowed)
+    with torch.no_grad():
+        crf.transitions.normal_(generator=gen)
+    for _ in range(20):
+        lengths = torch.randint(0, 12, (9,), generator=gen)
+        if longest_first:
+            lengths = lengths.sort(descending=True).values
+        em = torch.randn(9, 12, num_tags, generator=gen, dtype=torch.float64)
+        em, lengths, mask = crf._prepare(em, lengths)
+        trans, start, end = (x.detach() for x in crf._scores(em.dtype))
+        tags, scores = _viterbi_numpy(em.numpy(), lengths.numpy(), trans.numpy(), start.numpy(), end.numpy())
+        want_tags, want_scores = _viterbi_torch(em, lengths, mask, trans, start, end)
+        assert tags.tolist() == want_tags.tolist()
+        assert np.allclose(scores, want_scores.numpy())

@@ -200,7 +200,7 @@ def test_cnn_encoder_windows_and_config():
     # the output past a sentence's end is zero
     mask = torch.ones(2, 5, 1)
     mask[1, 3:] = 0
-    out = enc(torch.randn(2, 5, 4), mask)
+    out = enc(enc.input(torch.randn(2, 5, 4)), mask)
     assert out.shape == (2, 5, 6) and (out[1, 3:] == 0).all()
     with pytest.raises(ValueError, match="odd"):
         TaggerConfig(encoder="cnn", kernel=4)
@@ -411,3 +411,22 @@ def test_words_never_span_whitespace_unless_forced():
         assert all(" " not in text[s.start:s.end] for s in spans)
     [forced] = pipeline.predict([texts[0]], forced=[[Span(2, 5)]])
     assert (2, 5) in [(s.start, s.end) for s in forced]
+
+
+def test_cnn_inference_folds_the_input_layer_into_the_tables(codec):
+    """No-grad eval emissions (folded tables) equal the plain path, and follow weight changes."""
+    config = TaggerConfig(encoder="cnn", hidden=8, layers=2, unit_dim=6, bigram_dim=4)
+    tagger = Tagger(config, codec.num_units, codec.num_bigrams, 4).eval()
+    batch = codec.batch(codec.encode(["我爱北京天安门", "北京"]))
+    plain = tagger.emissions(batch)  # grad enabled: the unfolded path
+    with torch.no_grad():
+        assert torch.allclose(tagger.emissions(batch), plain, atol=1e-5)
+        first = tagger._folded_tables()
+        assert tagger._folded_tables() is first  # cached
+        tagger.bigram_embed.weight.mul_(2.0)  # an in-place update (an optimizer step, EMA weights)
+        changed = tagger.emissions(batch)
+    assert torch.allclose(changed, tagger.emissions(batch), atol=1e-5)
+    assert not torch.allclose(changed, plain)
+    tagger.train()
+    tagger.eval()
+    assert "_folded" not in tagger.__dict__
