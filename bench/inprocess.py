@@ -216,13 +216,14 @@ def encoder_flops_per_pass(tagger: Tagger, real_units: int, padded_units: int) -
         FLOPs = real_units * sum_l D * 2*G*H*(I_l + H)  +  padded_units * 2*D*H*T
 
     The convolutional encoder (C channels, K units per window, N blocks) runs over every padded
-    position: FLOPs = padded_units * (2*I_1*C + N * 2*(K*C)*(2*C) + 2*C*T).
+    position; at inference its input layer is folded into the embedding tables (gathers and adds,
+    no products), so: FLOPs = padded_units * (N * 2*(K*C)*(2*C) + 2*C*T).
     """
     config = tagger.config
     inputs = config.unit_dim + (2 * config.bigram_dim if tagger.use_bigrams else 0)
     if config.encoder == "cnn":
         c = config.hidden
-        per_position = 2 * inputs * c + config.layers * 2 * (config.kernel * c) * (2 * c) + 2 * c * tagger.num_tags
+        per_position = config.layers * 2 * (config.kernel * c) * (2 * c) + 2 * c * tagger.num_tags
         return float(padded_units * per_position)
     hidden, directions = config.hidden, 2 if config.bidirectional else 1
     gates = 4 if config.encoder == "lstm" else 3

@@ -37,8 +37,8 @@ def test_encoder_flops_formula():
 
 
 def test_encoder_flops_formula_cnn():
-    # CNN, C=3 channels, kernel 3, 2 blocks, input 4 + 2 * 2 = 8, 4 tags, every padded position:
-    # input 2 * 8 * 3 = 48; blocks 2 * (2 * 9 * 6) = 216; projection 2 * 3 * 4 = 24
+    # CNN, C=3 channels, kernel 3, 2 blocks, 4 tags, every padded position: the input layer is folded into
+    # the embedding tables at inference (no products); blocks 2 * (2 * 9 * 6) = 216; projection 2 * 3 * 4 = 24
     tagger = Tagger(TaggerConfig(unit_dim=4, bigram_dim=2, hidden=3, layers=2, encoder="cnn"), num_units=10,
                     num_bigrams=5, num_tags=4)
-    assert encoder_flops_per_pass(tagger, real_units=10, padded_units=12) == 12 * (48 + 216 + 24)
+    assert encoder_flops_per_pass(tagger, real_units=10, padded_units=12) == 12 * (216 + 24)
