@@ -255,9 +255,10 @@ def find_models(directory: Path) -> list[ModelInfo]:
 
 def http_inputs(ctx: Context) -> tuple[ModelInfo, list[str]] | str:
     """What the HTTP benchmarks (load, service) serve and send: the seg model and the non-blank dev sentences;
-    or, where they cannot run, the note that says why (httpx missing, no seg model)."""
-    if importlib.util.find_spec("httpx") is None:
-        return "not measured: httpx is not installed (`pip install -e .[test]`)"
+    or, where they cannot run, the note that says why (httpx or aiohttp missing, no seg model)."""
+    for client in ("httpx", "aiohttp"):
+        if importlib.util.find_spec(client) is None:
+            return f"not measured: {client} is not installed (`pip install -e .[test]`)"
     model = ctx.seg_model()
     if model is None:
         return ctx.no_models_note() if not ctx.models() else f"not measured: no seg model in {ctx.models_dir}"

@@ -73,6 +73,9 @@ _WHITE_SPACE = frozenset(
 )
 
 
+# Inputs shorter than this (characters in all) go through the tokenizer: one call, cheaper than the
+# array splitter's fixed cost (measured: 31 vs 39 us for one 19-character text, 200 vs 44 us for 101).
+_SPLIT_MIN_CHARS = 64
 # Unit classes of normalised code points for the array-based splitter (see Codec._split_units).
 _OTHER, _SPACE, _RUN, _SINGLE, _DOT = range(5)
 # Characters that are certainly a unit of their own under both unit rules: ASCII punctuation but
@@ -346,8 +349,14 @@ class Codec:
         """
         if not texts:
             return Encoded([], [])
-        points = self._normalized_points(texts)
+        if sum(map(len, texts)) < _SPLIT_MIN_CHARS:  # a few dozen array calls cost more than the tokenizer
+            return self._tokenize(self.normalize_all(texts))
+        return self._array_encode(texts)
+
+    def _array_encode(self, texts: Sequence[str]) -> Encoded:
+        """:meth:`encode` by the array splitter, texts it cannot split by the tokenizer."""
         lengths = np.fromiter(map(len, texts), np.int64, len(texts))
+        points = self._normalized_points(texts)
         offsets, ids, slow = self._split_units(points, lengths)
         if len(slow):
             normed = points.tobytes().decode("utf-32-le")

@@ -80,15 +80,23 @@ class Predictor(Protocol):
 
 @dataclass(frozen=True)
 class Piece:
-    """One encoded sentence or window: ``(n,)`` unit ids, ``(n, 2)`` offsets, forced spans on it."""
+    """One sentence or window to tag: ``(n,)`` unit ids and ``(n, 2)`` offsets, or (``ids=None``) its
+    ``text``, and forced spans on it.
 
-    ids: np.ndarray
-    offsets: np.ndarray
+    The service submits text: the worker encodes each batch in one call, off the event loop (one
+    request at a time, encoding was about a quarter of the event loop's work), and drops forced spans
+    that do not fall on unit boundaries (e.g. half a Latin run).
+    """
+
+    ids: np.ndarray | None
+    offsets: np.ndarray | None
     forced: Sequence[Span] = ()
+    text: str | None = None
 
     @property
     def length(self) -> int:
-        return len(self.ids)
+        """Units; before encoding, characters (never fewer than units): for batch budgets and sorting."""
+        return len(self.ids) if self.ids is not None else len(self.text or "")
 
 
 @dataclass(eq=False)
@@ -300,6 +308,7 @@ class Batcher:
 
     def _infer(self, pieces: list[Piece], scores: bool) -> list[list[Span]]:
         """Runs in the executor thread: one forward pass over the batch, longest piece first."""
+        pieces = self._encode(pieces)
         encoded = Encoded([p.offsets for p in pieces], [p.ids for p in pieces])
         order = sorted(range(len(pieces)), key=lambda i: -pieces[i].length)
         forced = [list(pieces[i].forced) for i in order] if any(p.forced for p in pieces) else None
@@ -316,6 +325,22 @@ class Batcher:
             self._last_trim = now
             release_free_memory()
         return results
+
+    def _encode(self, pieces: list[Piece]) -> list[Piece]:
+        """The batch's text pieces encoded together, their forced spans kept where they fall on unit boundaries."""
+        todo = [k for k, piece in enumerate(pieces) if piece.ids is None]
+        if not todo:
+            return pieces
+        codec = self.pipeline.codec
+        encoded = codec.encode([pieces[k].text or "" for k in todo])
+        out = list(pieces)
+        for j, k in enumerate(todo):
+            offsets, forced = encoded.offsets[j], pieces[k].forced
+            if forced:
+                misaligned = set(codec.align(offsets, forced)[1])
+                forced = tuple(span for span in forced if span not in misaligned)
+            out[k] = Piece(encoded.ids[j], offsets, forced)
+        return out
 
     # ---- helpers ---------------------------------------------------------
     def _fail(self, batch: Sequence[_Work], error: BatcherError) -> None:

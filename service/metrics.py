@@ -43,7 +43,9 @@ class Metrics:
             buckets=_LATENCY, registry=r,
         )
         self.tokenize_seconds = Histogram(
-            "seqtag_tokenize_seconds", "Time to split and encode a request's texts", ["model"],
+            "seqtag_tokenize_seconds",
+            "Time to cut a request's texts into pieces and find dictionary words (pieces are encoded per batch, "
+            "inside inference)", ["model"],
             buckets=_LATENCY, registry=r,
         )
         self.queue_wait_seconds = Histogram(

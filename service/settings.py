@@ -100,6 +100,12 @@ class Settings(BaseSettings):
     run on, at least 1, so the event loop that parses requests keeps a core: on 2 cores this doubled both
     throughput and single-request speed, see BENCHMARKS.md)."""
 
+    gil_switch_ms: float = Field(0.2, gt=0, le=100)
+    """How long (ms) a Python thread may keep the GIL while another waits for it (default 0.2; Python's own
+    default is 5). Each batch's inference thread takes the GIL back between torch calls; with the event loop
+    busy parsing requests, 5 ms waits at every step made a batch run 5x slower than alone (see
+    BENCHMARKS.md). Applies to the whole process."""
+
     log_level: Literal["critical", "error", "warning", "info", "debug", "trace"] = "info"
     """Log level of the service and uvicorn (default info)."""
 

@@ -25,7 +25,7 @@ from service.registry import LoadedModel
 from service.schemas import DictionaryEntry, TagRequest
 from service.settings import Settings
 
-# Above this many characters, splitting and encoding run in a worker thread, not on the event loop.
+# Above this many characters, splitting and dictionary matching run in a worker thread, not on the event loop.
 _OFFLOAD_CHARS = 20_000
 
 
@@ -144,32 +144,17 @@ class _Prepared:
 
 
 def _prepare(model: LoadedModel, texts: Sequence[str], window: int, dictionary: Dictionary | None) -> _Prepared:
-    codec = model.pipeline.codec
+    """Cut the texts into windows and find dictionary words in them; the batcher's worker encodes the
+    windows, a batch at a time (and skips dictionary words off unit boundaries)."""
     owners: list[tuple[int, int]] = []
-    piece_texts: list[str] = []
+    pieces: list[Piece] = []
     for i, text in enumerate(texts):
-        for start, end in split_text(text, window):
+        for start, end in split_text(text, window):  # never a piece of whitespace only: each has units
+            piece_text = text[start:end]
+            forced = tuple(dictionary.find(piece_text)) if dictionary is not None else ()
             owners.append((i, start))
-            piece_texts.append(text[start:end])
-    if not piece_texts:
-        return _Prepared([], [])
-    encoded = codec.encode(piece_texts)
-    kept_owners, pieces = [], []
-    for k, piece_text in enumerate(piece_texts):
-        ids, offsets = encoded.ids[k], encoded.offsets[k]
-        if len(ids) == 0:
-            continue
-        forced: list[Span] = []
-        if dictionary is not None:
-            matches = dictionary.find(piece_text)
-            if matches:
-                # entries off unit boundaries (e.g. half a Latin run) are skipped, not an error
-                _, misaligned = codec.align(offsets, matches)
-                bad = set(misaligned)
-                forced = [m for m in matches if m not in bad]
-        kept_owners.append(owners[k])
-        pieces.append(Piece(ids, offsets, tuple(forced)))
-    return _Prepared(kept_owners, pieces)
+            pieces.append(Piece(None, None, forced, piece_text))
+    return _Prepared(owners, pieces)
 
 
 class Job:

@@ -7,7 +7,7 @@ import time
 
 from fastapi import APIRouter
 
-from service.deps import JSONBody, MetricsDep, RegistryDep, SettingsDep, StoreDep
+from service.deps import JSONBody, ServiceDep
 from service.errors import ServiceError
 from service.registry import LoadedModel, ModelRegistry, valid_name
 from service.responses import JSONResponse
@@ -46,8 +46,8 @@ def pick_model(registry: ModelRegistry, endpoint: str, name: str | None) -> Load
                        "cannot answer; see GET /v1/models")
 
 
-async def _tag(endpoint: str, body: TagRequest, settings: SettingsDep, registry: RegistryDep,
-               store: StoreDep, metrics: MetricsDep) -> JSONResponse:
+async def _tag(endpoint: str, body: TagRequest, service: ServiceDep) -> JSONResponse:
+    settings, registry, store, metrics = service.settings, service.registry, service.store, service.metrics
     deadline = time.monotonic() + settings.request_timeout_s
     texts = request_texts(body, settings)
     spec = DictionarySpec.from_request(body.dictionary, settings, store)
@@ -71,34 +71,31 @@ _DOC = dict(response_model=TagResponse, response_model_exclude_none=True, respon
 
 
 @router.post("/segment", summary="Word segmentation", **_DOC)
-async def segment(body: TagRequest, settings: SettingsDep, registry: RegistryDep, store: StoreDep,
-                  metrics: MetricsDep) -> JSONResponse:
+async def segment(body: TagRequest, service: ServiceDep) -> JSONResponse:
     """Words of each text. Uses a seg model, or a pos model (tags dropped) when no seg model is loaded."""
-    return await _tag("segment", body, settings, registry, store, metrics)
+    return await _tag("segment", body, service)
 
 
 @router.post("/pos", summary="Joint segmentation and POS tagging", **_DOC)
-async def pos(body: TagRequest, settings: SettingsDep, registry: RegistryDep, store: StoreDep,
-              metrics: MetricsDep) -> JSONResponse:
+async def pos(body: TagRequest, service: ServiceDep) -> JSONResponse:
     """Words with their POS tag (``pos``). Dictionary entries may carry a tag to force it."""
-    return await _tag("pos", body, settings, registry, store, metrics)
+    return await _tag("pos", body, service)
 
 
 @router.post("/ner", summary="Named entities", **_DOC)
-async def ner(body: TagRequest, settings: SettingsDep, registry: RegistryDep, store: StoreDep,
-              metrics: MetricsDep) -> JSONResponse:
+async def ner(body: TagRequest, service: ServiceDep) -> JSONResponse:
     """Entities with their type. Dictionary entries may carry a type (``label``) to force it."""
-    return await _tag("ner", body, settings, registry, store, metrics)
+    return await _tag("ner", body, service)
 
 
 @router.post("/analyze", summary="Everything the loaded models can do", **_DOC)
-async def analyze(body: TagRequest, settings: SettingsDep, registry: RegistryDep, store: StoreDep,
-                  metrics: MetricsDep) -> JSONResponse:
+async def analyze(body: TagRequest, service: ServiceDep) -> JSONResponse:
     """Tokens (from the default pos model, with tags, else the default seg model) and entities (from the
     default ner model) together. ``model`` may list models to use instead, comma-separated. The response's
     ``model`` and ``version`` are maps from task to model name / version. Dictionary entries without a
     label and with a POS label go to the token model, entries with an entity label to the ner model.
     """
+    settings, registry, store, metrics = service.settings, service.registry, service.store, service.metrics
     deadline = time.monotonic() + settings.request_timeout_s
     texts = request_texts(body, settings)
     spec = DictionarySpec.from_request(body.dictionary, settings, store)

@@ -341,3 +341,26 @@ def test_release_free_memory_never_raises():
     from service.batcher import release_free_memory
 
     assert release_free_memory() in (True, False)
+
+
+def test_text_pieces_are_encoded_per_batch_and_misaligned_forced_spans_dropped():
+    """The service submits text; the worker encodes the batch with the pipeline's codec and keeps only
+    forced spans on unit boundaries (half of the Latin run "ab12" is not one)."""
+    from models.codec import Codec
+
+    async def main():
+        fake = FakePipeline()
+        fake.codec = Codec.build(["我们在北京", "ab12 工作"])
+        b = await started(fake, max_wait_ms=20)
+        good, half = Span(2, 4, ""), Span(0, 1, "")
+        texts = ["我们在北京", "ab12 工作"]
+        futures = b.submit([Piece(None, None, (good,), texts[0]), Piece(None, None, (half,), texts[1])])
+        results = await asyncio.gather(*futures)
+        await b.stop()
+        return fake, results
+
+    fake, results = run(main())
+    assert fake.batches == [[5, 3]]  # units: 5 characters; "ab12", "工", "作"
+    assert fake.forced_seen == [[[Span(2, 4, "")], []]]
+    assert [r[0].end for r in results] == [5, 3]
+    assert Piece(None, None, (), "ab12 工作").length == 7  # characters before encoding
