@@ -51,12 +51,15 @@ class Settings(BaseSettings):
     max_batch_units: int = Field(8192, ge=1)
     """Padded-unit budget of one batch: longest piece x pieces, padding included (default 8192)."""
 
-    max_wait_ms: float = Field(5.0, ge=0)
-    """How long the oldest waiting piece may wait for a batch to fill (default 5 ms)."""
+    max_wait_ms: float = Field(0.0, ge=0)
+    """How long the oldest waiting piece may wait for a batch to fill (default 0: continuous batching, a batch
+    starts as soon as the worker is free with whatever is queued, and pieces arriving meanwhile form the next
+    one). On 2 CPU cores 0 beat 5 ms both in throughput at concurrency 32 (+15%) and for a lone client, whose
+    requests (~4 ms apart) the adaptive rule took for dense traffic and held back (see BENCHMARKS.md)."""
 
     wait_policy: Literal["adaptive", "always"] = "adaptive"
-    """When a batch waits ``max_wait_ms`` for more pieces: ``adaptive`` (default) only while requests arrive
-    closer together than that, so a lone request is never held back; ``always`` for every batch."""
+    """When a batch waits ``max_wait_ms`` (if positive) for more pieces: ``adaptive`` (default) only while
+    requests arrive closer together than that; ``always`` for every batch."""
 
     max_queue: int = Field(2048, ge=1)
     """Pieces waiting per model; a request arriving at a full queue gets 503 at once (default 2048)."""

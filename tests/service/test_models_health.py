@@ -23,7 +23,7 @@ def test_models_listing(client):
     assert ner["task"] == "ner" and ner["labels"] == ["LOC", "PER"] and ner["scheme"] in ("bioes", "bio", "bmes")
     assert isinstance(ner["dev_metrics"]["f1"], float)
     assert ner["device"] == "cpu" and len(ner["version"]) == 12 and ner["saved_at"]
-    assert ner["batching"] == {"max_batch_size": 64, "max_batch_units": 8192, "max_wait_ms": 5.0,
+    assert ner["batching"] == {"max_batch_size": 64, "max_batch_units": 8192, "max_wait_ms": 0.0,
                                "wait_policy": "adaptive", "max_queue": 2048, "queue_depth": 0, "running": True}
     assert models["zh-seg"]["labels"] == [] and models["zh-pos"]["labels"]
 
@@ -208,7 +208,7 @@ def test_settings_defaults():
     s = Settings()
     assert s.models_dir.name == "checkpoints" and s.models_dir.parent.joinpath("service").is_dir()
     assert (s.host, s.port, s.device) == ("127.0.0.1", 8000, "auto")
-    assert (s.max_batch_size, s.max_batch_units, s.max_wait_ms, s.max_queue) == (64, 8192, 5.0, 2048)
+    assert (s.max_batch_size, s.max_batch_units, s.max_wait_ms, s.max_queue) == (64, 8192, 0.0, 2048)
     assert (s.request_timeout_s, s.window_units) == (30.0, 256)
     assert (s.max_text_chars, s.max_texts, s.max_total_chars) == (1_000_000, 10_000, 2_000_000)
     assert s.admin_token is None and s.cors_origins == [] and s.torch_threads == 0
