@@ -289,7 +289,10 @@ def encoder_flops(ctx: Context, source: TextSource, pipelines: list[tuple[ModelI
         "decoding is not included",
         "FLOPs counted analytically (see `encoder_flops_per_pass` in bench/inprocess.py): per real unit "
         "Σ_layers D·2·G·H·(I+H) for the recurrent layers (G = 4 gates for LSTM), plus 2·D·H·T per padded "
-        "position for the projection; multiply-add = 2 FLOPs",
+        "position for the projection; gated CNN (C channels, N blocks of K units): N·2·(K·C)·(2·C) + 2·C·T per "
+        "padded position, its input layer being folded into the embedding tables at inference; multiply-add = "
+        "2 FLOPs. A model marked for dynamic int8 (`seqtag compact --int8`) runs its products in int8 on a CPU, "
+        "so its share is int8 arithmetic set against the float32 peak",
         f"peak: median over {ctx.repeats_text} of {calls} × torch.mm of {n}×{n} float32 matrices"
         + (" (TF32 allowed)" if tf32 else "") + f", {torch.get_num_threads()} torch threads; "
         f"encoder times are medians over the same {ctx.repeats_text}, after one untimed warm-up pass",
