@@ -43,3 +43,23 @@ def test_app_caps_the_onednn_kernel_cache(monkeypatch, make_settings):
     monkeypatch.setenv("ONEDNN_PRIMITIVE_CACHE_CAPACITY", "64")  # an operator's own value is kept
     create_app(make_settings())
     assert os.environ["ONEDNN_PRIMITIVE_CACHE_CAPACITY"] == "64"
+
+
+def test_gil_switch_interval_is_set_while_serving_and_restored(make_settings):
+    """The inference thread takes the GIL back soon after each torch call (SEQTAG_GIL_SWITCH_MS)."""
+    import sys
+
+    from fastapi.testclient import TestClient
+
+    before = sys.getswitchinterval()
+    with TestClient(create_app(make_settings(gil_switch_ms=0.5))) as client:
+        assert client.get("/healthz").status_code == 200
+        assert sys.getswitchinterval() == pytest.approx(0.0005)
+    assert sys.getswitchinterval() == pytest.approx(before)
+
+
+def test_fastapi_telemetry_hooks_are_off(make_settings):
+    app = create_app(make_settings())
+    telemetry = getattr(app, "_telemetry", None)  # FastAPI versions without the hooks have nothing to turn off
+    if telemetry is not None:
+        assert not (telemetry["tracing"] or telemetry["metrics"] or telemetry["logs"])
