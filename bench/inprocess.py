@@ -100,12 +100,15 @@ def throughput(ctx: Context, source: TextSource, pipelines: list[tuple[ModelInfo
         table.add(name, size, speed[key], median(seconds[key]), first[key],
                   ratio(speed[key], jieba_speed) if is_seqtag else "—",
                   ratio(speed[key], lac_speed) if is_seqtag else "—")
+    int8 = [info.name for info, p in pipelines
+            if p.device.type == "cpu" and p.meta.extra.get("inference", {}).get("quantize") == "int8"]
     table.notes += [
         f"text: {source.describe()}; one pass tags all of it; medians over {ctx.repeats_text} (interleaved) "
         "after one warm-up pass kept out of them (its time is \"first pass s\": kernel set-up per new sequence "
         "shape makes it slower on CPU)",
         f"seqtag: `Pipeline.predict(texts, max_batch=B)` on {ctx.device}, {torch.get_num_threads()} torch threads, "
-        "float32; ratios are chars/s over chars/s measured in this run",
+        "float32" + (f" (dynamic int8 on CPU, as shipped: {', '.join(int8)})" if int8 else "")
+        + "; ratios are chars/s over chars/s measured in this run",
         jieba_note,
         lac_note,
     ]
