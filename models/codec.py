@@ -357,9 +357,9 @@ class Codec:
         """:meth:`encode` by the array splitter, texts it cannot split by the tokenizer."""
         lengths = np.fromiter(map(len, texts), np.int64, len(texts))
         points = self._normalized_points(texts)
-        offsets, ids, slow = self._split_units(points, lengths)
+        normed = points.tobytes().decode("utf-32-le")  # all texts normalised, one after the other
+        offsets, ids, slow = self._split_units(points, normed, lengths)
         if len(slow):
-            normed = points.tobytes().decode("utf-32-le")
             ends = np.cumsum(lengths)
             slow_texts = [normed[ends[i] - lengths[i] : ends[i]] for i in slow.tolist()]
             slow_enc = self._tokenize(slow_texts)
@@ -381,9 +381,10 @@ class Codec:
         return Encoded(np.split(flat_offsets, cuts), np.split(flat_ids, cuts))
 
     def _split_units(
-        self, points: np.ndarray, lengths: np.ndarray
+        self, points: np.ndarray, normed: str, lengths: np.ndarray
     ) -> tuple[list[np.ndarray], list[np.ndarray], np.ndarray]:
-        """The array-based splitter over the normalised code points of all texts (concatenated).
+        """The array-based splitter over the normalised code points of all texts (concatenated; ``normed``
+        is the same as a string).
 
         Returns per-text offsets and ids, and the indices of the texts it cannot split (those
         holding other characters, or a "." between digits: a decimal part), left for the tokenizer.
@@ -409,7 +410,6 @@ class Codec:
         unit_ids = char_ids[points[starts]].astype(np.int64)
         longer = np.flatnonzero(ends - starts > 1)
         if len(longer):  # runs of several letters/digits: looked up by their text
-            normed = points.tobytes().decode("utf-32-le")
             vocab = self._vocab
             unit_ids[longer] = [vocab.get(normed[a:z], UNK_ID) for a, z in
                                 zip(starts[longer].tolist(), ends[longer].tolist())]
