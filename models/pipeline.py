@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
 import numpy as np
 import torch
@@ -278,12 +279,50 @@ def quantize_int8(tagger: Tagger) -> Tagger:
     """Dynamic int8 quantisation of the encoder and projection for CPU inference (CRF stays float)."""
     import warnings
 
+    from torch.ao.nn.quantized import dynamic
     from torch.ao.quantization import quantize_dynamic
 
     with warnings.catch_warnings():  # torch marks the quantised tensor constructors as deprecated
         warnings.simplefilter("ignore", UserWarning)
         warnings.simplefilter("ignore", DeprecationWarning)
-        return quantize_dynamic(tagger, {torch.nn.LSTM, torch.nn.GRU, torch.nn.Linear}, dtype=torch.qint8)
+        tagger = quantize_dynamic(tagger, {torch.nn.LSTM, torch.nn.GRU, torch.nn.Linear}, dtype=torch.qint8)
+    for module in tagger.modules():
+        if type(module) is dynamic.LSTM:
+            module.__class__ = _packed_int8_rnn(dynamic.LSTM, torch.ops.aten.quantized_lstm.data, lstm=True)
+        elif type(module) is dynamic.GRU:
+            module.__class__ = _packed_int8_rnn(dynamic.GRU, torch.ops.aten.quantized_gru.data, lstm=False)
+    return tagger
+
+
+@functools.cache
+def _packed_int8_rnn(base: type, op: Any, lstm: bool) -> type:
+    """``base`` (torch's dynamic int8 LSTM or GRU) calling the packed-input overload of its op directly.
+
+    torch's module calls the op's overload packet, which tries the padded-input overload first; that fails
+    on packed input and formats every argument (``batch_sizes`` included) into an error message before the
+    right overload runs: ~5% of a serving batch's time, spent holding the GIL. Same op, same arguments."""
+
+    def forward_impl(self: Any, input: torch.Tensor, hx: Any, batch_sizes: torch.Tensor | None,
+                     max_batch_size: int, sorted_indices: torch.Tensor | None) -> Any:
+        if batch_sizes is None:
+            return base.forward_impl(self, input, hx, batch_sizes, max_batch_size, sorted_indices)
+        if hx is None:
+            zeros = torch.zeros(self.num_layers * (2 if self.bidirectional else 1), max_batch_size,
+                                self.hidden_size, dtype=input.dtype, device=input.device)
+            hx = (zeros, zeros) if lstm else zeros
+        else:
+            hx = self.permute_hidden(hx, sorted_indices)
+        self.check_forward_args(input, hx, batch_sizes)
+        params = [m.param for m in self._all_weight_values]
+        if lstm:
+            result = op(input, batch_sizes, list(hx), params, self.bias, self.num_layers, float(self.dropout),
+                        self.training, self.bidirectional, dtype=self.dtype, use_dynamic=True)
+            return result[0], result[1:]
+        result = op(input, batch_sizes, hx, params, self.bias, self.num_layers, float(self.dropout),
+                    self.training, self.bidirectional)
+        return result[0], result[1]
+
+    return type(base.__name__, (base,), {"forward_impl": forward_impl, "__module__": __name__})
 
 
 def _span_minima(values: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> np.ndarray:

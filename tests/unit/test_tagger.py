@@ -430,3 +430,34 @@ def test_cnn_inference_folds_the_input_layer_into_the_tables(codec):
     tagger.train()
     tagger.eval()
     assert "_folded" not in tagger.__dict__
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning", "ignore::UserWarning")  # torch.ao's own
+@pytest.mark.parametrize("encoder", ["lstm", "gru"])
+def test_int8_rnn_calls_the_packed_overload_directly(codec, encoder, monkeypatch):
+    """quantize_int8's LSTM/GRU give what torch's own dynamic int8 modules give, without torch's overload
+    fallback (which formats every argument into an error message first)."""
+    from torch.ao.quantization import quantize_dynamic
+
+    from models.pipeline import quantize_int8
+
+    tagger, _ = make_tagger(codec, encoder=encoder)
+    tagger.eval()
+    stock = quantize_dynamic(tagger, {torch.nn.LSTM, torch.nn.GRU, torch.nn.Linear}, dtype=torch.qint8)
+    fast = quantize_int8(tagger)
+    assert type(fast.encoder) is not type(stock.encoder) and isinstance(fast.encoder, type(stock.encoder))
+    batch = codec.batch(codec.encode(TEXTS))
+    with torch.no_grad():
+        expected = stock.emissions(batch)
+
+        def no_repr(self, *args, **kwargs):
+            raise AssertionError("a tensor was formatted during inference")
+
+        monkeypatch.setattr(torch.Tensor, "__repr__", no_repr)
+        got = fast.emissions(batch)
+        # a hidden state given explicitly still works (and the padded-input path is torch's own)
+        h = torch.zeros(2 * SMALL["layers"], len(TEXTS), SMALL["hidden"])
+        packed = torch.nn.utils.rnn.pack_padded_sequence(
+            torch.randn(len(TEXTS), 5, fast.encoder.input_size), torch.full((len(TEXTS),), 5), batch_first=True)
+        fast.encoder(packed, (h, h) if encoder == "lstm" else h)
+    assert torch.equal(got, expected)
