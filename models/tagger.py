@@ -117,8 +117,10 @@ class Tagger(nn.Module):
         longest_first = bool((lengths[:-1] >= lengths[1:]).all())
         packed = pack_padded_sequence(x, lengths, batch_first=True, enforce_sorted=longest_first)
         out, _ = self.encoder(packed)
-        out, _ = pad_packed_sequence(out, batch_first=True, total_length=width)
-        return self.project(self.dropout(out))  # (B, L, T)
+        # Project the packed rows (units only), then pad the T-wide scores: padding rows are never scored,
+        # and padding T columns is cheaper than padding 2 * hidden (padded positions score 0; decoders mask them).
+        scores = out._replace(data=self.project(self.dropout(out.data)))
+        return pad_packed_sequence(scores, batch_first=True, total_length=width)[0]  # (B, L, T)
 
     def _embed(self, batch: Batch) -> torch.Tensor:
         """(B, L, unit_dim [+ 2 * bigram_dim]): each unit's embedding and its two bigrams'."""

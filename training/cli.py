@@ -105,7 +105,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="store the embedding tables as int8 rows with one scale each (default: as the source)")
     c.add_argument("--dev", help="re-score the compacted model on this dev file and store the new dev metrics")
     c.add_argument("--int8", action=argparse.BooleanOptionalAction, default=None,
-                   help="mark the model for dynamic int8 quantisation of encoder and projection on CPU")
+                   help="mark the model for dynamic int8 quantisation of its encoder (and a projection "
+                   "to 64+ tags) on CPU")
     s = sub.add_parser("serve", help="start the HTTP service")
     s.add_argument("--models", help="directory of checkpoint directories")
     s.add_argument("--host")

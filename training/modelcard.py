@@ -77,8 +77,9 @@ def render_card(directory: Path, name: str, corpus: str) -> str:
     storage = config.get("weights_dtype", "float32") + " weights" + (
         ", int8 embedding tables" if config.get("int8_rows") else "")
     if (config.get("inference") or {}).get("quantize") == "int8":
-        shipped += ("\nOn CPU the encoder and output layer run with dynamic int8 quantisation (`seqtag compact "
-                    "--int8`); the dev metrics above were measured that way.\n")
+        shipped += ("\nOn CPU the encoder runs with dynamic int8 quantisation (`seqtag compact --int8`; an output "
+                    "layer with fewer than 64 tags stays float, where int8 is slower); the dev metrics above were "
+                    "measured that way.\n")
     return f"""# {name}
 
 {TASK_TEXT[config['task']].capitalize()} for Chinese: a character(+bigram) {describe_network(config.get('tagger', {}))}

@@ -519,7 +519,9 @@ def test_compact_prunes_bigrams_keeps_dtype_and_marks_int8(tmp_path):
     assert config["weights_dtype"] == "float16" and config["inference"]["quantize"] == "int8"
     pipeline = Pipeline.load(out, "cpu")
     assert pipeline.codec.num_bigrams == 7
-    assert "Dynamic" in type(pipeline.tagger.project).__name__ or "quantized" in type(pipeline.tagger.project).__module__
+    # the encoder runs int8; a projection to a few tags stays float (int8 is slower there)
+    assert "quantized" in type(pipeline.tagger.encoder).__mro__[1].__module__
+    assert type(pipeline.tagger.project) is torch.nn.Linear
     [spans] = pipeline.predict(["我们在北京工作。"])
     assert "".join(t for s in spans for t in "我们在北京工作。"[s.start:s.end]) == "我们在北京工作。"
 

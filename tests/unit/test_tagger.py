@@ -443,7 +443,7 @@ def test_int8_rnn_calls_the_packed_overload_directly(codec, encoder, monkeypatch
 
     tagger, _ = make_tagger(codec, encoder=encoder)
     tagger.eval()
-    stock = quantize_dynamic(tagger, {torch.nn.LSTM, torch.nn.GRU, torch.nn.Linear}, dtype=torch.qint8)
+    stock = quantize_dynamic(tagger, {"encoder"}, dtype=torch.qint8)  # a 4-tag projection stays float
     fast = quantize_int8(tagger)
     assert type(fast.encoder) is not type(stock.encoder) and isinstance(fast.encoder, type(stock.encoder))
     batch = codec.batch(codec.encode(TEXTS))
@@ -461,3 +461,15 @@ def test_int8_rnn_calls_the_packed_overload_directly(codec, encoder, monkeypatch
             torch.randn(len(TEXTS), 5, fast.encoder.input_size), torch.full((len(TEXTS),), 5), batch_first=True)
         fast.encoder(packed, (h, h) if encoder == "lstm" else h)
     assert torch.equal(got, expected)
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning", "ignore::UserWarning")  # torch.ao's own
+def test_int8_quantises_the_projection_only_when_it_has_many_tags(codec):
+    from models.pipeline import INT8_MIN_LINEAR_OUT, quantize_int8
+
+    few, _ = make_tagger(codec)
+    labels = tuple(f"L{i}" for i in range(INT8_MIN_LINEAR_OUT // 4 + 1))
+    many, tags = make_tagger(codec, labels=labels)
+    assert len(tags) >= INT8_MIN_LINEAR_OUT
+    assert type(quantize_int8(few.eval()).project) is torch.nn.Linear
+    assert type(quantize_int8(many.eval()).project) is not torch.nn.Linear
