@@ -18,6 +18,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from models.pipeline import pick_device
 from service.dictionaries import DictionaryStore
 from service.errors import error_response, install_error_handlers
+from service.fastpath import TaggingFastPath
 from service.metrics import Metrics, RequestMetricsMiddleware
 from service.registry import ModelRegistry
 from service.responses import JSONResponse
@@ -143,6 +144,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     for module in (tagging, models, dictionaries, health, pages):
         app.include_router(module.router)
     # added innermost first: metrics see every answer, CORS headers go on errors too
+    app.add_middleware(TaggingFastPath, fastapi_app=app, routes=tagging.router.routes)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     if settings.cors_origins:
         app.add_middleware(

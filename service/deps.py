@@ -8,9 +8,10 @@ its time under load.
 from __future__ import annotations
 
 import email.message
+import functools
 import hmac
 from dataclasses import dataclass
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
@@ -34,11 +35,16 @@ async def get_store(request: Request) -> DictionaryStore:
     return request.app.state.dictionaries
 
 
-async def get_registry(request: Request) -> ModelRegistry:
-    registry = getattr(request.app.state, "registry", None)
+def registry_of(state: Any) -> ModelRegistry:
+    """The app's model registry; 503 while the service is starting up."""
+    registry = getattr(state, "registry", None)
     if registry is None:
         raise ServiceError(503, "not_started", "the service is starting up; retry", headers={"Retry-After": "1"})
     return registry
+
+
+async def get_registry(request: Request) -> ModelRegistry:
+    return registry_of(request.app.state)
 
 
 @dataclass(frozen=True)
@@ -52,20 +58,28 @@ class Service:
     metrics: Metrics
 
 
+def service_from_state(state: Any) -> Service:
+    return Service(state.settings, registry_of(state), state.dictionaries, state.metrics)
+
+
 async def get_service(request: Request) -> Service:
-    state = request.app.state
-    return Service(state.settings, await get_registry(request), state.dictionaries, state.metrics)
+    return service_from_state(request.app.state)
+
+
+@functools.lru_cache(maxsize=64)
+def is_json_content_type(value: str) -> bool:
+    """``application/json`` or ``application/*+json``, parameters allowed (a few distinct values repeat)."""
+    message = email.message.Message()
+    message["content-type"] = value
+    subtype = message.get_content_subtype()
+    return message.get_content_maintype() == "application" and (subtype == "json" or subtype.endswith("+json"))
 
 
 async def require_json(request: Request) -> None:
     """415 unless the body is declared as JSON (``application/json`` or ``*+json``)."""
     value = request.headers.get("content-type")
-    if value:
-        message = email.message.Message()
-        message["content-type"] = value
-        subtype = message.get_content_subtype()
-        if message.get_content_maintype() == "application" and (subtype == "json" or subtype.endswith("+json")):
-            return
+    if value and is_json_content_type(value):
+        return
     raise ServiceError(415, "unsupported_media_type",
                        f"send the body as JSON with 'Content-Type: application/json' (got {value or 'none'!r})")
 
