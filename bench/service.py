@@ -5,13 +5,15 @@ requests of 32 texts each (how bulk clients call it, and the GPU target's unit: 
 from __future__ import annotations
 
 import asyncio
+import math
 import os
 import time
 from collections import Counter
 from dataclasses import dataclass, field
 
-from bench.common import (Context, MemoryWatch, Table, http_inputs, median, percentile, ratio,
+from bench.common import (Context, MemoryWatch, ModelInfo, Table, http_inputs, median, percentile, ratio,
                           running_servers, skipped)
+from service.app import serving_threads
 
 TITLES = ("Service throughput and latency", "Service batching ratios", "Service memory",
           "Service with requests of 32 texts")
@@ -24,6 +26,8 @@ BULK_CONCURRENCY = (8, 32, 64)
 # Bulk requests on CUDA: batches big enough for the GPU (the defaults suit a CPU); one and four uvicorn workers.
 BULK_CUDA = {"SEQTAG_MAX_BATCH_SIZE": "2048", "SEQTAG_MAX_BATCH_UNITS": "262144", "SEQTAG_MAX_QUEUE": "8192"}
 WARMUP_CONCURRENCY = 1  # one sentence per forward pass: the (1, length) shapes light traffic meets
+ALONE_BATCH = 16  # the in-process comparison's batch: about what concurrency 32 gives (the batch_size metric)
+ALONE_SENTENCES = 256
 
 
 def run(ctx: Context) -> list[Table]:
@@ -33,6 +37,7 @@ def run(ctx: Context) -> list[Table]:
     model, pool = inputs
     if ctx.gpu_only:
         return [bulk_table(ctx, model.name, pool)]
+    models = [model] + [m for m in ctx.models() if m.task == "seg" and m.name != model.name]
     levels = SMOKE_CONCURRENCY if ctx.smoke else CONCURRENCY
     with running_servers(ctx, CONFIGS) as servers:  # named "on" and "off"
         memory = {name: MemoryWatch(server.proc.pid) for name, server in servers.items()}
@@ -40,27 +45,30 @@ def run(ctx: Context) -> list[Table]:
         for watch in memory.values():
             watch.after_load = watch.rss()
             watch.start()
-        results: dict[tuple[str, int], list[LoadResult]] = {}
+        results: dict[tuple[str, str, int], list[LoadResult]] = {}
         try:
-            if not ctx.smoke:  # every sentence once per server, untimed: CPU kernels are set up per shape
-                for server in servers.values():
-                    asyncio.run(load(server.base, model.name, pool, WARMUP_CONCURRENCY,
-                                     -(-len(pool) // WARMUP_CONCURRENCY), cap_s=600))
+            if not ctx.smoke:  # every sentence once per server and model, untimed: CPU kernels are set up per shape
+                for m in models:
+                    for server in servers.values():
+                        asyncio.run(load(server.base, m.name, pool, WARMUP_CONCURRENCY,
+                                         -(-len(pool) // WARMUP_CONCURRENCY), cap_s=600))
             for _ in range(ctx.repeats):  # interleaved: on, off, on, off... at each level
-                for level in levels:
-                    per_worker = requests_per_worker(ctx, level)
-                    for name, server in servers.items():
-                        result = asyncio.run(load(server.base, model.name, pool, level, per_worker,
-                                                  cap_s=time_cap(ctx)))
-                        results.setdefault((name, level), []).append(result)
+                for m in models:
+                    for level in levels:
+                        per_worker = requests_per_worker(ctx, level)
+                        for name, server in servers.items():
+                            result = asyncio.run(load(server.base, m.name, pool, level, per_worker,
+                                                      cap_s=time_cap(ctx)))
+                            results.setdefault((m.name, name, level), []).append(result)
         finally:
             for watch in memory.values():
                 watch.stop()
         for watch in memory.values():
             watch.high_water = watch.vm_hwm()
+    alone = {m.name: model_alone(ctx, m, pool) for m in models}  # the servers are gone: the machine is quiet
     return [
-        load_table(ctx, model.name, pool, levels, results),
-        ratio_table(levels, results),
+        load_table(ctx, [m.name for m in models], pool, levels, results),
+        ratio_table(ctx, [m.name for m in models], levels, results, alone),
         memory_table(ctx, memory, loaded),
         bulk_table(ctx, model.name, pool),
     ]
@@ -130,8 +138,9 @@ def time_cap(ctx: Context) -> float:
 
 
 def requests_per_worker(ctx: Context, concurrency: int) -> int:
-    """Fixed per level: about 400 requests in all, at least 20 per worker (3 in --smoke mode)."""
-    return 3 if ctx.smoke else max(20, -(-400 // concurrency))
+    """Fixed per level: about 1,600 requests in all (runs of a second or more batched, ~5 s unbatched, on
+    2 CPU cores: shorter runs were noisy), at least 20 per worker (3 in --smoke mode)."""
+    return 3 if ctx.smoke else max(20, -(-1600 // concurrency))
 
 
 # ---- load ----------------------------------------------------------------------------------------------------
@@ -197,19 +206,21 @@ async def load(base: str, model: str, pool: list[str], concurrency: int, per_wor
     return result
 
 
-def load_table(ctx: Context, model: str, pool: list[str], levels, results) -> Table:
-    table = Table(TITLES[0], ["batching", "concurrency", "requests per worker", "ok", "errors", "texts/s",
+def load_table(ctx: Context, models: list[str], pool: list[str], levels, results) -> Table:
+    table = Table(TITLES[0], ["model", "batching", "concurrency", "requests per worker", "ok", "errors", "texts/s",
                               "chars/s", "p50 ms", "p99 ms"])
-    for level in levels:
-        for name in CONFIGS:
-            runs = results[(name, level)]
-            table.add(name, level, requests_per_worker(ctx, level), sum(r.ok for r in runs),
-                      sum(r.errors for r in runs),
-                      median([r.ok / r.seconds for r in runs]), median([r.chars / r.seconds for r in runs]),
-                      ms(median([percentile(r.latencies, 50) or 0 for r in runs])),
-                      ms(median([percentile(r.latencies, 99) or 0 for r in runs])))
+    for model in models:
+        for level in levels:
+            for name in CONFIGS:
+                runs = results[(model, name, level)]
+                table.add(model, name, level, requests_per_worker(ctx, level), sum(r.ok for r in runs),
+                          sum(r.errors for r in runs),
+                          median([r.ok / r.seconds for r in runs]), median([r.chars / r.seconds for r in runs]),
+                          ms(median([percentile(r.latencies, 50) or 0 for r in runs])),
+                          ms(median([percentile(r.latencies, 99) or 0 for r in runs])))
     table.notes += [
-        f"`POST /v1/segment` with one sentence per request (model {model}), sentences from {ctx.dev_texts().origin}",
+        f"`POST /v1/segment` with one sentence per request (`\"model\"`: each of the seg models: "
+        f"{', '.join(models)}), sentences from {ctx.dev_texts().origin}",
         "two `seqtag serve` processes (uvicorn, one worker each) on 127.0.0.1 started together: batching on = "
         f"default settings (SEQTAG_MAX_BATCH_SIZE {default('max_batch_size')}, SEQTAG_MAX_WAIT_MS "
         f"{default('max_wait_ms')}), off = SEQTAG_MAX_BATCH_SIZE=1; both with "
@@ -240,25 +251,61 @@ def ms(seconds: float | None) -> float | None:
     return None if seconds is None else 1000 * seconds
 
 
-def ratio_table(levels, results) -> Table:
-    table = Table(TITLES[1], ["measure", "batching on / off"])
+def ratio_table(ctx: Context, models: list[str], levels, results, alone: dict[str, tuple[float, float] | None]
+                ) -> Table:
+    table = Table(TITLES[1], ["model", "measure", "batching on / off"])
 
-    def stat(name: str, level: int, fn) -> float | None:
-        runs = results.get((name, level))
+    def stat(model: str, name: str, level: int, fn) -> float | None:
+        runs = results.get((model, name, level))
         return median([fn(r) for r in runs]) if runs else None
 
     level = RATIO_CONCURRENCY if RATIO_CONCURRENCY in levels else max(levels)
     throughput = lambda r: r.ok / r.seconds  # noqa: E731
     p50 = lambda r: percentile(r.latencies, 50) or 0  # noqa: E731
-    table.add(f"throughput (texts/s) at concurrency {level}",
-              ratio(stat("on", level, throughput), stat("off", level, throughput)))
-    table.add("p50 latency at concurrency 1", ratio(stat("on", 1, p50), stat("off", 1, p50)))
-    table.notes.append("ratios of the medians in the table above, measured in the same run; a throughput ratio "
-                       "above 1 means batching helps, a p50 ratio above 1 is what batching costs a lone request")
+    for model in models:
+        table.add(model, f"throughput (texts/s) at concurrency {level}",
+                  ratio(stat(model, "on", level, throughput), stat(model, "off", level, throughput)))
+        table.add(model, "p50 latency at concurrency 1", ratio(stat(model, "on", 1, p50), stat(model, "off", 1, p50)))
+        times = alone.get(model)
+        table.add(model, f"the model alone, in-process: time per sentence at batch 1 / at batch {ALONE_BATCH}",
+                  ratio(*times) if times else "n/a")
+    table.notes += [
+        "ratios of the medians in the table above, measured in the same run; a throughput ratio above 1 means "
+        "batching helps, a p50 ratio above 1 is what batching costs a lone request",
+        f"the model alone: `Pipeline.predict` over {ALONE_SENTENCES} of the same sentences in the benchmark process "
+        f"after the servers stopped, {serving_threads(0)} torch thread(s) as the servers use, best of 3; batching can "
+        "only share the model's own per-batch cost, and each request's HTTP work is not shared, so over HTTP "
+        "the throughput ratio stays under this one",
+    ]
     if level != RATIO_CONCURRENCY:
         table.notes.append(f"concurrency {RATIO_CONCURRENCY} was not run (--smoke): the throughput ratio is read "
                            f"at concurrency {level}")
     return table
+
+
+def model_alone(ctx: Context, model: ModelInfo, pool: list[str]) -> tuple[float, float] | None:
+    """Seconds per sentence of the model in this process at batch 1 and at batch ALONE_BATCH (best of 3)."""
+    import torch
+
+    from models.pipeline import Pipeline
+
+    sentences = pool[:16 if ctx.smoke else ALONE_SENTENCES]
+    threads = torch.get_num_threads()
+    torch.set_num_threads(serving_threads(0))
+    try:
+        pipeline = Pipeline.load(model.path, ctx.device)
+        per_sentence = []
+        for batch in (1, ALONE_BATCH):
+            pipeline.predict(sentences, max_batch=batch)  # warm-up: kernels for these shapes
+            best = math.inf
+            for _ in range(3):
+                start = time.perf_counter()
+                pipeline.predict(sentences, max_batch=batch)
+                best = min(best, time.perf_counter() - start)
+            per_sentence.append(best / len(sentences))
+        return per_sentence[0], per_sentence[1]
+    finally:
+        torch.set_num_threads(threads)
 
 
 # ---- memory --------------------------------------------------------------------------------------------------

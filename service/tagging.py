@@ -195,7 +195,10 @@ class Job:
         assert self.prepared is not None
         out: list[list[Span]] = [[] for _ in self.texts]
         for (i, start), future in zip(self.prepared.owners, self.futures):
-            out[i].extend(Span(s.start + start, s.end + start, s.label, s.score) for s in future.result())
+            if start:
+                out[i].extend(Span(s.start + start, s.end + start, s.label, s.score) for s in future.result())
+            else:  # a piece at the start of its text (most often the whole text): its spans as they are
+                out[i].extend(future.result())
         return out
 
 
