@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import hashlib
 import logging
 import re
@@ -152,6 +153,18 @@ class ReloadReport:
         return {"loaded": self.loaded, "unchanged": self.unchanged, "removed": self.removed, "failed": self.failed}
 
 
+def settle_heap() -> None:
+    """Collect garbage, then take every object alive now out of the cyclic collector's reach (``gc.freeze``).
+
+    The loaded models are long-lived objects the collector would otherwise walk on every full collection:
+    with the four shipped models ~200k objects, 74 ms per walk, a pause for every request in flight (it set
+    the service's p99 latency under load). Frozen objects are still freed when no longer referenced;
+    unfreezing first lets the collector find cycles among objects frozen earlier (an unloaded model's)."""
+    gc.unfreeze()
+    gc.collect()
+    gc.freeze()
+
+
 class ModelRegistry:
     def __init__(self, settings: Settings, metrics: Metrics, device: torch.device):
         self.settings = settings
@@ -289,6 +302,8 @@ class ModelRegistry:
         self.metrics.models_loaded.set(len(new))
         for model in replaced:
             self._retire(model, forget_metrics=model.name not in new)
+        if report.loaded and self.settings.gc_freeze:
+            settle_heap()
         return report
 
     def _retire(self, model: LoadedModel, forget_metrics: bool) -> None:
@@ -302,6 +317,8 @@ class ModelRegistry:
             if forget_metrics and model.name not in self._models:
                 self.metrics.forget_model(model.name)
             log.info("model %s version %s unloaded", model.name, model.version)
+            if self.settings.gc_freeze:
+                settle_heap()  # its objects were frozen with the rest: let the collector see them again
 
         task = asyncio.create_task(retire(), name=f"retire-{model.name}")
         self._retiring.add(task)

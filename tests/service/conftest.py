@@ -27,7 +27,11 @@ def _clean_environment() -> Iterator[None]:
     saved = {k: v for k, v in os.environ.items() if k.startswith("SEQTAG_")}
     for key in saved:
         del os.environ[key]
+    # gc.freeze after every model load costs a full collection of the test process (~0.1 s per app start);
+    # tests/service/test_models_health.py checks it with the setting on
+    os.environ["SEQTAG_GC_FREEZE"] = "false"
     yield
+    del os.environ["SEQTAG_GC_FREEZE"]
     os.environ.update(saved)
 
 

@@ -231,3 +231,34 @@ def test_uvicorn_app_attribute(monkeypatch, tmp_path):
     assert app.state.settings.models_dir == tmp_path
     with TestClient(app) as c:
         assert c.get("/healthz").status_code == 200
+
+
+def test_loaded_models_are_frozen_out_of_the_collector(make_client, own_models_dir, trained):
+    """SEQTAG_GC_FREEZE (default on; off elsewhere in the tests for speed): after loading, the models' objects
+    are out of the cyclic collector's walks; an unloaded model is still freed."""
+    import gc
+    import weakref
+
+    def walked(obj) -> bool:
+        return any(o is obj for o in gc.get_objects())
+
+    try:
+        client = make_client(models_dir=own_models_dir, gc_freeze=True)
+        registry = client.app.state.registry
+        old = registry.get("zh-seg")
+        assert gc.get_freeze_count() > 0 and not walked(old.pipeline)
+        gone = weakref.ref(old.pipeline)
+        del old
+
+        shutil.rmtree(own_models_dir / "zh-seg")
+        shutil.copytree(trained["seg2"], own_models_dir / "zh-seg")
+        assert client.post("/v1/models/reload").json()["loaded"] == ["zh-seg"]
+        assert not walked(registry.get("zh-seg").pipeline)  # the new one is frozen too
+        for _ in range(100):  # the old one retires once idle, in the background
+            if gone() is None:
+                break
+            time.sleep(0.05)
+        assert gone() is None
+        assert client.post("/v1/segment", json={"text": "北京"}).status_code == 200
+    finally:
+        gc.unfreeze()
