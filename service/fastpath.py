@@ -29,6 +29,7 @@ from service.deps import is_json_content_type, service_from_state
 from service.errors import ServiceError
 from service.schemas import TagRequest
 
+
 class TaggingFastPath:
     """``routes``: the tagging routes (``POST``, endpoint ``(body: TagRequest, service: Service)``)."""
 
