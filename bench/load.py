@@ -54,9 +54,9 @@ SMOKE = Sizes(below_s=3, below_concurrency=4, overload_s=2, overload_concurrency
               recovery_s=1, memory_warmup=50, memory_requests=300, memory_concurrency=4,
               reload_s=2, reload_concurrency=2, reloads=5, cap_s=30)
 MAX_REQUESTS = 1_000_000  # the count bound of the timed loops
-# The client retires a pooled connection idle this long (httpx's own default, made explicit). The server's
+# The client retires a pooled connection idle this long (aiohttp's keepalive_timeout; httpx's default). The server's
 # keep-alive (SEQTAG_KEEP_ALIVE_S) must be longer, or it may close an idle connection just as the client sends
-# on it (a transport error: ReadError or RemoteProtocolError "Server disconnected"). The pool hands out its
+# on it (a transport error: "Server disconnected", connection reset). The pool hands out its
 # first idle connection, so with back-to-back workers some connections still sit idle for seconds.
 CLIENT_KEEPALIVE_EXPIRY_S = 5.0
 
@@ -110,7 +110,7 @@ def run(ctx: Context) -> list[Table]:
     common = [f"model {model.name} (a copy in a private models dir), sentences from {ctx.dev_texts().origin}, one "
               "sentence per `POST /v1/segment` request",
               f"`seqtag serve` (uvicorn, one worker) on 127.0.0.1, SEQTAG_DEVICE={ctx.device.type}, "
-              "SEQTAG_LOG_LEVEL=warning, other SEQTAG_* unset unless named; the client (one asyncio httpx "
+              "SEQTAG_LOG_LEVEL=warning, other SEQTAG_* unset unless named; the client (one asyncio aiohttp "
               f"client, a pool of as many keep-alive connections as workers, requests back to back, no think "
               f"time) shares the machine's {os.cpu_count()} cores with the server",
               f"keep-alive: the client retires a connection idle for {CLIENT_KEEPALIVE_EXPIRY_S:g} s, the server "
@@ -171,14 +171,15 @@ async def drive(base: str, model: str, pool: list[str], concurrency: int, *, sec
                 offset: int = 0) -> Tally:
     """``concurrency`` workers send single-sentence requests back to back until ``requests`` were sent in all,
     or ``seconds`` passed (and ``busy()``, if given, is false), or ``cap_s`` passed, whichever comes first."""
-    import httpx
+    # aiohttp, not httpx: on this 2-core machine httpx's async client itself topped out near 450 requests/s,
+    # so it, not the server, set the measured throughput (see bench/service.py)
+    import aiohttp
 
     limit = requests if requests is not None else MAX_REQUESTS
     tally = Tally()
     claimed = 0
-    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency,
-                          keepalive_expiry=CLIENT_KEEPALIVE_EXPIRY_S)
-    async with httpx.AsyncClient(base_url=base, timeout=60, limits=limits) as client:
+    connector = aiohttp.TCPConnector(limit=concurrency, keepalive_timeout=CLIENT_KEEPALIVE_EXPIRY_S)
+    async with aiohttp.ClientSession(base, connector=connector, timeout=aiohttp.ClientTimeout(total=60)) as client:
         start = time.perf_counter()
         end = None if seconds is None else start + seconds
         cap = start + cap_s
@@ -198,16 +199,18 @@ async def drive(base: str, model: str, pool: list[str], concurrency: int, *, sec
                 text = pool[(offset + claimed) % len(pool)]
                 claimed += 1
                 sent = time.perf_counter()
+                retry_after = None
                 try:
-                    response = await client.post("/v1/segment", json={"text": text, "model": model})
-                    status = response.status_code
-                except httpx.HTTPError as exc:
-                    status, response = 0, None
+                    async with client.post("/v1/segment", json={"text": text, "model": model}) as response:
+                        await response.read()
+                        status, retry_after = response.status, response.headers.get("retry-after")
+                except (aiohttp.ClientError, TimeoutError) as exc:
+                    status = 0
                     tally.transport_errors[f"{type(exc).__name__}: {exc}"[:120]] += 1
                 tally.statuses[status] += 1
                 if status == 200:
                     tally.latencies.append(time.perf_counter() - sent)
-                elif status == 503 and not usable_retry_after(response.headers.get("retry-after")):
+                elif status == 503 and not usable_retry_after(retry_after):
                     tally.no_retry_after += 1
 
         await asyncio.gather(*(worker() for _ in range(concurrency)))
