@@ -38,16 +38,34 @@ class Pipeline:
     device: torch.device
     # On CUDA the encoder may run in half precision ("float16"/"bfloat16"); the CRF always runs in float32.
     precision: str = "float32"
+    int8: bool = False  # the tagger was quantised to dynamic int8 (CPU)
 
     @classmethod
-    def load(cls, directory: str | Path, device: str | torch.device = "auto", precision: str = "float32") -> "Pipeline":
+    def load(cls, directory: str | Path, device: str | torch.device = "auto", precision: str = "float32",
+             int8: bool = True) -> "Pipeline":
+        """The checkpoint in ``directory`` on ``device``.
+
+        ``int8``: on a CPU, quantise the encoder to dynamic int8 where the checkpoint asks for it (its
+        config's ``inference.quantize``, set by ``seqtag compact --int8``). False keeps it float32, so a
+        text's tags never depend on the other texts in its batch: dynamic int8 picks one quantisation scale
+        per step for the whole batch, and with the shipped zh-seg about 1% of CTB6 dev sentences come out
+        differently in different batches (see BENCHMARKS.md).
+        """
         if precision not in ("float32", "float16", "bfloat16"):
             raise ValueError(f"precision must be float32, float16 or bfloat16, not {precision!r}")
         device = pick_device(device)
         tagger, codec, meta = load_checkpoint(directory, device)
-        if device.type == "cpu" and meta.extra.get("inference", {}).get("quantize") == "int8":
+        quantised = int8 and device.type == "cpu" and meta.extra.get("inference", {}).get("quantize") == "int8"
+        if quantised:
             tagger = quantize_int8(tagger)
-        return cls(tagger, codec, meta, device, precision)
+        return cls(tagger, codec, meta, device, precision, int8=quantised)
+
+    @property
+    def arithmetic(self) -> str:
+        """What the encoder computes in: "int8" (dynamic, on CPU), else the float type it runs in."""
+        if self.int8:
+            return "int8"
+        return self.precision if self.device.type == "cuda" else "float32"
 
     @property
     def task(self) -> str:

@@ -22,7 +22,7 @@ def __getattr__(name: str) -> Any:
 
 
 def run(models: str | None = None, host: str | None = None, port: int | None = None,
-        device: str | None = None, workers: int | None = None) -> int:
+        device: str | None = None, workers: int | None = None, int8: bool | None = None) -> int:
     """Start uvicorn with Settings from the environment, the arguments given overriding it.
 
     With ``workers`` > 1, uvicorn starts that many processes, each building its own app
@@ -34,7 +34,7 @@ def run(models: str | None = None, host: str | None = None, port: int | None = N
 
     from models.pipeline import pick_device
 
-    overrides = {"models_dir": models, "host": host, "port": port, "device": device, "workers": workers}
+    overrides = {"models_dir": models, "host": host, "port": port, "device": device, "workers": workers, "int8": int8}
     try:
         settings = Settings(**{k: v for k, v in overrides.items() if v is not None})
         pick_device(settings.device)
@@ -51,7 +51,7 @@ def run(models: str | None = None, host: str | None = None, port: int | None = N
         # each worker re-reads the environment, so pass the command-line overrides through it
         for key, value in overrides.items():
             if value is not None:
-                os.environ[f"SEQTAG_{key.upper()}"] = str(value)
+                os.environ[f"SEQTAG_{key.upper()}"] = str(value).lower() if isinstance(value, bool) else str(value)
         uvicorn.run("service.main:app", host=settings.host, port=settings.port, workers=settings.workers,
                     log_level=settings.log_level, timeout_graceful_shutdown=10,
                     timeout_keep_alive=settings.keep_alive_s)

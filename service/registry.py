@@ -125,6 +125,7 @@ class LoadedModel:
             "architecture": cfg.get("architecture"),
             "dev_metrics": cfg.get("dev_metrics"),
             "device": str(self.pipeline.device),
+            "precision": self.pipeline.arithmetic,
             "load_seconds": round(self.load_seconds, 4),
             "batching": {
                 "max_batch_size": b.max_batch_size,
@@ -242,7 +243,7 @@ class ModelRegistry:
         # a newer format) where hashing would only say that some file cannot be read.
         read_config(directory)
         version = checkpoint_version(directory)
-        pipeline = Pipeline.load(directory, self.device, self.settings.cuda_precision)
+        pipeline = Pipeline.load(directory, self.device, self.settings.cuda_precision, int8=self.settings.int8)
         check_finite(pipeline, directory)
         if checkpoint_version(directory) != version:
             # files replaced one by one while we read them: the pipeline may mix two checkpoints

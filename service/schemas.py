@@ -122,6 +122,8 @@ class ModelInfo(BaseModel):
     architecture: str | None = None
     dev_metrics: dict[str, Any] | None = None
     device: str
+    precision: str = Field(description='what the encoder computes in: "int8" (dynamic, CPU), "float32", '
+                           '"float16" or "bfloat16" (CUDA)')
     load_seconds: float
     batching: BatchingInfo
 

@@ -98,6 +98,11 @@ class Settings(BaseSettings):
     cors_origins: Annotated[list[str], NoDecode] = []
     """Origins allowed by CORS, as a JSON list or comma-separated (default empty: CORS off)."""
 
+    int8: bool = True
+    """On a CPU, run models marked for dynamic int8 (``seqtag compact --int8``; the shipped zh-seg) in int8
+    (default true). False: float32, slower (zh-seg ~2x in batches) but a text's tags then never depend on
+    which other requests share its batch; with int8 about 1% of sentences can come out differently."""
+
     torch_threads: int = Field(0, ge=0)
     """CPU threads torch may use for inference (default 0 = auto: one fewer than the cores this process may
     run on, at least 1, so the event loop that parses requests keeps a core: on 2 cores this doubled both

@@ -87,6 +87,9 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--label-map")
     e.add_argument("--device", default="auto")
     e.add_argument("--json", action="store_true", help="print one JSON object")
+    e.add_argument("--int8", action=argparse.BooleanOptionalAction, default=True,
+                    help="on a CPU, run a model marked for dynamic int8 in int8 (default); --no-int8: float32, "
+                    "slower, but each text's tags no longer depend on the texts batched with it")
     pr = sub.add_parser("predict", help="tag raw text, one document per line")
     pr.add_argument("model")
     pr.add_argument("input", nargs="?", help="input file (default: stdin)")
@@ -95,6 +98,9 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--output", "-o", help="output file (default: stdout)")
     pr.add_argument("--device", default="auto")
     pr.add_argument("--batch-size", type=int, default=256)
+    pr.add_argument("--int8", action=argparse.BooleanOptionalAction, default=True,
+                    help="on a CPU, run a model marked for dynamic int8 in int8 (default); --no-int8: float32, "
+                    "slower, but each text's tags no longer depend on the texts batched with it")
     c = sub.add_parser("compact", help="shrink a checkpoint for shipping (prune bigrams, 16-bit weights, int8 tables)")
     c.add_argument("model")
     c.add_argument("out")
@@ -113,6 +119,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--port", type=int)
     s.add_argument("--device", choices=["auto", "cpu", "cuda"])
     s.add_argument("--workers", type=int, help="uvicorn worker processes (replicas, each with its own batchers)")
+    s.add_argument("--int8", action=argparse.BooleanOptionalAction, default=None,
+                   help="on a CPU, run models marked for dynamic int8 in int8 (default: SEQTAG_INT8, true); "
+                   "--no-int8: float32, so a text's tags never depend on the requests batched with it")
     return parser
 
 
@@ -187,7 +196,7 @@ def _leave(trainer) -> int:
 
 # ---- evaluate / predict ----------------------------------------------------
 
-def _load_pipeline(model: str, device: str):
+def _load_pipeline(model: str, device: str, int8: bool = True):
     # Importing torch and reading a checkpoint allocate many long-lived objects and no garbage
     # cycles: with the collector paused meanwhile, every command starts ~0.1 s sooner.
     collecting = gc.isenabled()
@@ -195,7 +204,7 @@ def _load_pipeline(model: str, device: str):
     try:
         from models.pipeline import Pipeline
 
-        return Pipeline.load(model, device)
+        return Pipeline.load(model, device, int8=int8)
     finally:
         if collecting:
             gc.enable()
@@ -226,7 +235,7 @@ def score_pipeline(pipeline, data: str, fmt: str | None = None, tag_column: str 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from training.readers import parse_label_map
 
-    pipeline = _load_pipeline(args.model, args.device)
+    pipeline = _load_pipeline(args.model, args.device, args.int8)
     label_map = parse_label_map(args.label_map) if args.label_map else None
     scores = score_pipeline(pipeline, args.data, args.format, args.tag_column, label_map)
     if args.json:
@@ -251,7 +260,7 @@ def _train_vocab(training: dict[str, Any], fmt: str, tag_column: str) -> set[str
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    pipeline = _load_pipeline(args.model, args.device)
+    pipeline = _load_pipeline(args.model, args.device, args.int8)
     fmt = args.format or ("jsonl" if pipeline.task == "ner" else "seg")
     source = open(args.input, encoding="utf-8") if args.input else sys.stdin
     sink = open(args.output, "w", encoding="utf-8") if args.output else sys.stdout
@@ -320,7 +329,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         from service.main import run
     except ImportError as exc:
         raise UsageError(f"the service is not available: {exc}") from None
-    return run(models=args.models, host=args.host, port=args.port, device=args.device, workers=args.workers)
+    return run(models=args.models, host=args.host, port=args.port, device=args.device, workers=args.workers,
+               int8=args.int8)
 
 
 COMMANDS = {"train": cmd_train, "evaluate": cmd_evaluate, "predict": cmd_predict, "compact": cmd_compact,

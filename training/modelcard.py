@@ -79,7 +79,11 @@ def render_card(directory: Path, name: str, corpus: str) -> str:
     if (config.get("inference") or {}).get("quantize") == "int8":
         shipped += ("\nOn CPU the encoder runs with dynamic int8 quantisation (`seqtag compact --int8`; an output "
                     "layer with fewer than 64 tags stays float, where int8 is slower); the dev metrics above were "
-                    "measured that way.\n")
+                    "measured that way, in `seqtag evaluate`'s length-sorted batches. Dynamic int8 picks one "
+                    "quantisation scale per step for a whole batch, so a few texts can come out differently in "
+                    "different batches, in the service too; "
+                    "`--no-int8` (`seqtag predict`/`evaluate`) or `SEQTAG_INT8=false` (the service) runs it in "
+                    "float32 instead, slower but the same for a text whatever its batch (see BENCHMARKS.md).\n")
     return f"""# {name}
 
 {TASK_TEXT[config['task']].capitalize()} for Chinese: a character(+bigram) {describe_network(config.get('tagger', {}))}

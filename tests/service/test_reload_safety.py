@@ -289,6 +289,23 @@ def test_the_finite_weights_check_accepts_int8_models(make_client, own_models_di
     assert response.json()["loaded"] == ["seg-int8"]
     answer = client.post("/v1/segment", json={"text": SENTENCES[0], "model": "seg-int8"})
     assert answer.status_code == 200 and answer.json()["results"][0]["tokens"]
+    described = {m["name"]: m["precision"] for m in client.get("/v1/models").json()["models"]}
+    assert described["seg-int8"] == "int8" and described["zh-seg"] == "float32"
+
+
+def test_int8_can_be_switched_off(make_client, own_models_dir, trained):
+    """SEQTAG_INT8=false serves a model marked for int8 in float32 (a text's tags then never depend on
+    the requests batched with it)."""
+    target = own_models_dir / "seg-int8"
+    shutil.copytree(trained["seg"], target)
+    config = json.loads((target / "config.json").read_text(encoding="utf-8"))
+    config["inference"] = {"quantize": "int8"}
+    (target / "config.json").write_text(json.dumps(config), encoding="utf-8")
+    client = make_client(models_dir=own_models_dir, device="cpu", int8=False)
+    described = {m["name"]: m["precision"] for m in client.get("/v1/models").json()["models"]}
+    assert described["seg-int8"] == "float32"
+    answer = client.post("/v1/segment", json={"text": SENTENCES[0], "model": "seg-int8"})
+    assert answer.status_code == 200 and answer.json()["results"][0]["tokens"]
 
 
 def test_a_new_model_that_is_bad_is_not_added(make_client, own_models_dir, trained):

@@ -221,3 +221,29 @@ def test_worker_processes_are_independent_replicas(models_dir, tmp_path):
                 break
             time.sleep(0.2)
         assert log.lower().count("application startup complete") == 2, log[-2000:]
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_serve_no_int8_reaches_the_settings(monkeypatch, tmp_path, workers):
+    """`seqtag serve --no-int8`: one process gets Settings(int8=False); worker processes, which build their
+    app from the environment, get SEQTAG_INT8=false."""
+    import os
+
+    import uvicorn
+
+    import service.main
+    from training.cli import build_parser, main
+
+    assert build_parser().parse_args(["serve"]).int8 is None  # unset: SEQTAG_INT8 decides
+    built = []
+    monkeypatch.setattr(uvicorn, "run", lambda app, **kwargs: None)
+    monkeypatch.setattr(service.main, "create_app", lambda settings: built.append(settings))
+    for key in ("MODELS_DIR", "WORKERS", "DEVICE", "INT8"):
+        monkeypatch.setenv(f"SEQTAG_{key}", "")
+    monkeypatch.delenv("SEQTAG_INT8")
+    assert main(["serve", "--models", str(tmp_path), "--device", "cpu", "--workers", str(workers),
+                 "--no-int8"]) == 0
+    if workers == 1:
+        assert [s.int8 for s in built] == [False]
+    else:
+        assert os.environ["SEQTAG_INT8"] == "false" and Settings().int8 is False

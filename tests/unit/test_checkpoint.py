@@ -522,8 +522,33 @@ def test_compact_prunes_bigrams_keeps_dtype_and_marks_int8(tmp_path):
     # the encoder runs int8; a projection to a few tags stays float (int8 is slower there)
     assert "quantized" in type(pipeline.tagger.encoder).__mro__[1].__module__
     assert type(pipeline.tagger.project) is torch.nn.Linear
+    assert pipeline.int8 and pipeline.arithmetic == "int8"
     [spans] = pipeline.predict(["我们在北京工作。"])
     assert "".join(t for s in spans for t in "我们在北京工作。"[s.start:s.end]) == "我们在北京工作。"
+    # int8=False keeps the mark but runs float32 (answers independent of batch-mates)
+    plain = Pipeline.load(out, "cpu", int8=False)
+    assert type(plain.tagger.encoder) is torch.nn.LSTM and not plain.int8 and plain.arithmetic == "float32"
+    assert plain.meta.extra["inference"]["quantize"] == "int8"
+
+
+@pytest.mark.parametrize("command", ["predict", "evaluate"])
+def test_int8_switch_on_the_command_line(tmp_path, monkeypatch, command):
+    from models.pipeline import Pipeline
+    from training.cli import build_parser, main
+
+    args = [command, "MODEL"] + (["DATA"] if command == "evaluate" else [])
+    assert build_parser().parse_args(args).int8 is True
+    assert build_parser().parse_args(args + ["--no-int8"]).int8 is False
+    seen = []
+
+    def load(directory, device="auto", precision="float32", int8=True):
+        seen.append(int8)
+        raise ValueError("stop here")
+
+    monkeypatch.setattr(Pipeline, "load", load)
+    with pytest.raises(SystemExit):
+        main([command, str(tmp_path), str(tmp_path / "data.txt"), "--no-int8"])
+    assert seen == [False]
 
 
 def test_compact_int8_embeddings_and_card(tmp_path):
