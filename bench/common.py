@@ -122,6 +122,7 @@ def percentile(values: Sequence[float], q: float) -> float | None:
 class TextSource:
     texts: list[str]
     origin: str  # where the texts came from, for the table notes
+    seg_file: Path | None = None  # the segmented file the texts come from (gold words), if any
 
     @property
     def chars(self) -> int:
@@ -179,11 +180,14 @@ class Context:
             path = self.corpora_dir / "ctb6" / "dev.seg"
             if path.exists():
                 texts = ["".join(line.split()) for line in read_seg_lines(path, limit)]
-                self._dev = TextSource(texts, f"CTB6 dev ({path})")
+                self._dev = TextSource(texts, f"CTB6 dev ({path})", path)
             else:
                 lines = textgen.segmented_lines(limit or SYNTHETIC_DEV_SENTENCES, seed=1)
                 texts = ["".join(line.split()) for line in lines]
-                self._dev = TextSource(texts, f"synthetic Chinese text from bench/textgen.py ({path} not found)")
+                generated = self.workdir / "dev.seg"
+                generated.write_text("\n".join(lines) + "\n", encoding="utf-8")
+                self._dev = TextSource(texts, f"synthetic Chinese text from bench/textgen.py ({path} not found)",
+                                       generated)
         return self._dev
 
     def train_file(self) -> tuple[Path, str]:

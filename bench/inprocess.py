@@ -20,7 +20,8 @@ BATCH_SIZES = (1, 8, 64, 256)
 CUDA_BATCH_SIZES = (64, 256, 1024, 4096)
 PREDICT_MAX_UNITS = 16384  # Pipeline.predict's default padded-unit budget per batch
 TITLES = ("In-process tagging throughput", "Whole-process tagging", "Encoder arithmetic throughput",
-          "Large batches on CUDA", "Viterbi decoding: GPU or CPU")
+          "Large batches on CUDA", "Viterbi decoding: GPU or CPU", "Dynamic int8: accuracy and batch-mates")
+MATES_BATCH = 16  # the arrival-order batches of the batch-mates table: about what the service forms at concurrency 32
 
 Tagging = Callable[[Sequence[str]], Any]
 
@@ -39,6 +40,7 @@ def run(ctx: Context) -> list[Table]:
         encoder_flops(ctx, source, pipelines),
         cuda_batches(ctx, source, pipelines),
         viterbi_placement(ctx, source, pipelines),
+        batch_mates(ctx, source, pipelines),
     ]
 
 
@@ -100,8 +102,7 @@ def throughput(ctx: Context, source: TextSource, pipelines: list[tuple[ModelInfo
         table.add(name, size, speed[key], median(seconds[key]), first[key],
                   ratio(speed[key], jieba_speed) if is_seqtag else "—",
                   ratio(speed[key], lac_speed) if is_seqtag else "—")
-    int8 = [info.name for info, p in pipelines
-            if p.device.type == "cpu" and p.meta.extra.get("inference", {}).get("quantize") == "int8"]
+    int8 = [info.name for info, p in pipelines if p.int8]
     table.notes += [
         f"text: {source.describe()}; one pass tags all of it; medians over {ctx.repeats_text} (interleaved) "
         "after one warm-up pass kept out of them (its time is \"first pass s\": kernel set-up per new sequence "
@@ -376,3 +377,65 @@ def viterbi_placement(ctx: Context, source: TextSource, pipelines: list[tuple[Mo
                        f"start from float32 emissions on {ctx.device} and end with tags on the host; "
                        f"{torch.get_num_threads()} CPU threads; medians over {ctx.repeats_text} after a warm-up")
     return table
+
+
+# ---- 6. dynamic int8: dev F1, and how answers depend on the batch ---------------------------------------------
+
+def batch_mates(ctx: Context, source: TextSource, pipelines: list[tuple[ModelInfo, Pipeline]]) -> Table:
+    """Each seg model as loaded (dynamic int8 where marked, on CPU) and, for int8 ones, in float32: dev F1 when
+    the texts are tagged one at a time, in length-sorted batches (``seqtag predict``/``evaluate``), and in
+    batches of arrival order (the service's); and how many texts get other words than when tagged alone.
+
+    Dynamic int8 quantises each step's inputs with one scale for the whole batch, so a text's tags can depend
+    on the texts batched with it; float32 must not (tests check that)."""
+    import random
+
+    from models.spans import Example, Span
+    from training.metrics import seg_scores
+    from training.readers import read_corpus
+
+    table = Table(TITLES[5], ["model", "arithmetic", "batching", "dev F1", "texts whose words differ from alone"])
+    if source.seg_file is None:
+        table.notes.append("not measured: the text has no gold segmentation")
+        return table
+    # gold words as `seqtag evaluate` reads them (it keeps the space between two Latin words, for one)
+    gold = read_corpus(source.seg_file, "seg", tag_column="none")[:len(source.texts)]
+    texts = [e.text for e in gold]
+    order = list(range(len(texts)))
+    random.Random(0).shuffle(order)
+    arrival = [order[k:k + MATES_BATCH] for k in range(0, len(order), MATES_BATCH)]
+    seg = [(m, p) for m, p in pipelines if m.task == "seg"]
+    for model, pipeline in seg:
+        variants = [pipeline]
+        if pipeline.int8:
+            variants.append(Pipeline.load(model.path, ctx.device, int8=False))
+        for p in variants:
+            alone = p.predict(texts, max_batch=1)
+            runs = {"one text at a time": alone, "sorted batches of 256": p.predict(texts, max_batch=256)}
+            mixed: list[list[Span]] = [[] for _ in texts]
+            for chunk in arrival:
+                for i, spans in zip(chunk, p.predict([texts[i] for i in chunk], max_batch=MATES_BATCH)):
+                    mixed[i] = spans
+            runs[f"arrival-order batches of {MATES_BATCH}"] = mixed
+            for name, predicted in runs.items():
+                f1 = seg_scores(gold, [Example(t, spans) for t, spans in zip(texts, predicted)])["f1"]
+                differ = sum(bounds(a) != bounds(b) for a, b in zip(predicted, alone))
+                table.add(model.name, p.arithmetic, name, f1, f"{differ:,} of {len(texts):,}")
+    table.notes += [
+        f"text: {source.describe()}, read as `seqtag evaluate` reads it and scored against its gold words (word "
+        "F1, exact boundaries, as `seqtag evaluate`); seg models as "
+        f"loaded on {ctx.device} (dynamic int8 where the checkpoint asks for it, on CPU), and the int8 ones again "
+        f"in float32 (`Pipeline.load(..., int8=False)`, `seqtag predict --no-int8`, `SEQTAG_INT8=false`); "
+        f"{torch.get_num_threads()} torch threads",
+        f"batching: one text per forward pass; `Pipeline.predict` in its length-sorted batches of up to 256 "
+        f"(as `seqtag predict` and `seqtag evaluate` tag); and shuffled texts in batches of {MATES_BATCH} taken "
+        "in that order (each sorted by length inside, as the service's batcher does), like the batches of "
+        "unrelated requests the service forms under load",
+        "dynamic int8 quantises each step's inputs and hidden state with one scale for the whole batch, so a "
+        "text's words can change with the texts batched with it; in float32 none may",
+    ]
+    return table
+
+
+def bounds(spans: list) -> list[tuple[int, int]]:
+    return [(s.start, s.end) for s in spans]

@@ -22,9 +22,14 @@ def test_smoke_run_writes_every_table(tmp_path):
         assert f"\n## {title}\n" in text, title
     assert ": failed\n" not in text
     # the measured tables have rows (only the CUDA one may be empty, on a machine without CUDA)
-    for title in ("In-process tagging throughput", "Service throughput and latency", "Training throughput"):
+    for title in ("In-process tagging throughput", "Service throughput and latency", "Training throughput",
+                  "Dynamic int8: accuracy and batch-mates"):
         section = text.split(f"\n## {title}\n", 1)[1].split("\n## ", 1)[0]
         assert "\n|---" in section, title
+    # float32 answers never depend on the batch
+    mates = text.split("\n## Dynamic int8: accuracy and batch-mates\n", 1)[1].split("\n## ", 1)[0]
+    floats = [row for row in mates.splitlines() if row.startswith("| ") and " | float32 | " in row]
+    assert floats and all(row.rstrip(" |").split(" | ")[-1].startswith("0 of ") for row in floats), floats
 
 
 def test_encoder_flops_formula():
