@@ -329,8 +329,8 @@ def test_predict_column_uses_the_model_scheme(ner_run, tmp_path, capsys, monkeyp
 
     real = cli._load_pipeline
 
-    def fake_load(model, device):
-        pipeline = real(model, device)
+    def fake_load(model, device, int8=True):
+        pipeline = real(model, device, int8)
         pipeline.predict_table = lambda texts, **kw: SpanTable.from_lists(
             [[Span(0, 3, "PER")] if len(t) >= 3 else [] for t in texts])
         return pipeline
