@@ -11,8 +11,8 @@ from typing import Any, Callable, Sequence
 
 import torch
 
-from bench.common import (REPO_ROOT, Context, ModelInfo, Table, TextSource, median, ratio, read_seg_lines,
-                          skipped, timed)
+from bench.common import (REPO_ROOT, SMOKE_SENTENCES, Context, ModelInfo, Table, TextSource, median, ratio,
+                          read_seg_lines, skipped, timed)
 from models.pipeline import Pipeline, plan_batches
 from models.tagger import Tagger
 
@@ -382,33 +382,35 @@ def viterbi_placement(ctx: Context, source: TextSource, pipelines: list[tuple[Mo
 # ---- 6. dynamic int8: dev F1, and how answers depend on the batch ---------------------------------------------
 
 def batch_mates(ctx: Context, source: TextSource, pipelines: list[tuple[ModelInfo, Pipeline]]) -> Table:
-    """Each seg model as loaded (dynamic int8 where marked, on CPU) and, for int8 ones, in float32: dev F1 when
-    the texts are tagged one at a time, in length-sorted batches (``seqtag predict``/``evaluate``), and in
-    batches of arrival order (the service's); and how many texts get other words than when tagged alone.
+    """Each model that runs dynamic int8 here, in int8 and in float32, and each seg model as loaded (the float
+    ones as a reference): dev F1 when the texts are tagged one at a time, in length-sorted batches (``seqtag
+    predict``/``evaluate``) and in batches of arrival order (the service's); and how many texts get other spans
+    than when tagged alone.
 
     Dynamic int8 quantises each step's inputs with one scale for the whole batch, so a text's tags can depend
     on the texts batched with it; float32 must not (tests check that)."""
     import random
 
-    from models.spans import Example, Span
-    from training.metrics import seg_scores
-    from training.readers import read_corpus
+    from models.spans import Span
+    from training.cli import read_gold, score_predictions
 
-    table = Table(TITLES[5], ["model", "arithmetic", "batching", "dev F1", "texts whose words differ from alone"])
-    if source.seg_file is None:
-        table.notes.append("not measured: the text has no gold segmentation")
-        return table
-    # gold words as `seqtag evaluate` reads them (it keeps the space between two Latin words, for one)
-    gold = read_corpus(source.seg_file, "seg", tag_column="none")[:len(source.texts)]
-    texts = [e.text for e in gold]
-    order = list(range(len(texts)))
-    random.Random(0).shuffle(order)
-    arrival = [order[k:k + MATES_BATCH] for k in range(0, len(order), MATES_BATCH)]
-    seg = [(m, p) for m, p in pipelines if m.task == "seg"]
-    for model, pipeline in seg:
-        variants = [pipeline]
-        if pipeline.int8:
-            variants.append(Pipeline.load(model.path, ctx.device, int8=False))
+    table = Table(TITLES[5], ["model", "dev text", "arithmetic", "batching", "dev F1",
+                              "texts whose spans differ from alone"])
+    limit = SMOKE_SENTENCES if ctx.smoke else None
+    for model, pipeline in pipelines:
+        if not (pipeline.int8 or model.task == "seg"):
+            continue
+        path = model_dev_file(ctx, pipeline) or (source.seg_file if model.task == "seg" else None)
+        if path is None:
+            table.notes.append(f"{model.name}: not measured (its dev file is not under {ctx.corpora_dir})")
+            continue
+        # gold as `seqtag evaluate` reads it (a seg file keeps the space between two Latin words, for one)
+        gold = read_gold(pipeline, path)[:limit]
+        texts = [e.text for e in gold]
+        order = list(range(len(texts)))
+        random.Random(0).shuffle(order)
+        arrival = [order[k:k + MATES_BATCH] for k in range(0, len(order), MATES_BATCH)]
+        variants = [pipeline] + ([Pipeline.load(model.path, ctx.device, int8=False)] if pipeline.int8 else [])
         for p in variants:
             alone = p.predict(texts, max_batch=1)
             runs = {"one text at a time": alone, "sorted batches of 256": p.predict(texts, max_batch=256)}
@@ -418,24 +420,34 @@ def batch_mates(ctx: Context, source: TextSource, pipelines: list[tuple[ModelInf
                     mixed[i] = spans
             runs[f"arrival-order batches of {MATES_BATCH}"] = mixed
             for name, predicted in runs.items():
-                f1 = seg_scores(gold, [Example(t, spans) for t, spans in zip(texts, predicted)])["f1"]
-                differ = sum(bounds(a) != bounds(b) for a, b in zip(predicted, alone))
-                table.add(model.name, p.arithmetic, name, f1, f"{differ:,} of {len(texts):,}")
+                f1 = score_predictions(p, gold, predicted, oov=False)["f1"]
+                differ = sum(spans_of(a) != spans_of(b) for a, b in zip(predicted, alone))
+                table.add(model.name, f"{path.parent.name}/{path.name}", p.arithmetic, name, f1,
+                          f"{differ:,} of {len(texts):,}")
     table.notes += [
-        f"text: {source.describe()}, read as `seqtag evaluate` reads it and scored against its gold words (word "
-        "F1, exact boundaries, as `seqtag evaluate`); seg models as "
-        f"loaded on {ctx.device} (dynamic int8 where the checkpoint asks for it, on CPU), and the int8 ones again "
-        f"in float32 (`Pipeline.load(..., int8=False)`, `seqtag predict --no-int8`, `SEQTAG_INT8=false`); "
-        f"{torch.get_num_threads()} torch threads",
+        "dev text: each model's own dev file (from its training config, looked up under "
+        f"{ctx.corpora_dir}), read and scored as `seqtag evaluate` does (seg: word F1; pos: joint word+tag F1); "
+        f"models that run dynamic int8 on {ctx.device} (as their checkpoints ask), again in float32 "
+        "(`Pipeline.load(..., int8=False)`, `seqtag predict --no-int8`, `SEQTAG_INT8=false`), and the float seg "
+        f"models as a reference; {torch.get_num_threads()} torch threads",
         f"batching: one text per forward pass; `Pipeline.predict` in its length-sorted batches of up to 256 "
         f"(as `seqtag predict` and `seqtag evaluate` tag); and shuffled texts in batches of {MATES_BATCH} taken "
         "in that order (each sorted by length inside, as the service's batcher does), like the batches of "
-        "unrelated requests the service forms under load",
+        "unrelated requests the service forms under load; spans differ = other boundaries or labels",
         "dynamic int8 quantises each step's inputs and hidden state with one scale for the whole batch, so a "
-        "text's words can change with the texts batched with it; in float32 none may",
+        "text's spans can change with the texts batched with it; in float32 none may",
     ]
     return table
 
 
-def bounds(spans: list) -> list[tuple[int, int]]:
-    return [(s.start, s.end) for s in spans]
+def model_dev_file(ctx: Context, pipeline: Pipeline) -> Path | None:
+    """The model's dev file (its training config's ``dev``) under this run's corpora dir, if it is there."""
+    dev = pipeline.meta.extra.get("training", {}).get("dev")
+    if not dev:
+        return None
+    path = ctx.corpora_dir / Path(dev).parent.name / Path(dev).name
+    return path if path.is_file() else None
+
+
+def spans_of(spans: list) -> list[tuple[int, int, str]]:
+    return [(s.start, s.end, s.label) for s in spans]

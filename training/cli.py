@@ -210,11 +210,10 @@ def _load_pipeline(model: str, device: str, int8: bool = True):
             gc.enable()
 
 
-def score_pipeline(pipeline, data: str, fmt: str | None = None, tag_column: str | None = None,
-                   label_map: dict[str, str] | None = None) -> dict[str, Any]:
-    """Metrics of ``pipeline`` on a labelled file; unset options come from the model's training config."""
-    from models.spans import Example
-    from training.metrics import scores_for_task
+def read_gold(pipeline, data: str | Path, fmt: str | None = None, tag_column: str | None = None,
+              label_map: dict[str, str] | None = None) -> list:
+    """The labelled file ``data`` as ``pipeline``'s task sees it (``Example`` list); unset options come from
+    the model's training config."""
     from training.readers import read_corpus
     from training.trainer import for_task
 
@@ -222,12 +221,30 @@ def score_pipeline(pipeline, data: str, fmt: str | None = None, tag_column: str 
     fmt = fmt or training.get("format", "seg")
     tag_column = "none" if pipeline.task == "seg" else (tag_column or training.get("tag_column", "upos"))
     label_map = label_map if label_map is not None else training.get("label_map", {})
-    gold = for_task(read_corpus(data, fmt, tag_column=tag_column, label_map=label_map), pipeline.task)
+    return for_task(read_corpus(data, fmt, tag_column=tag_column, label_map=label_map), pipeline.task)
+
+
+def score_predictions(pipeline, gold: list, predicted: list, oov: bool = True) -> dict[str, Any]:
+    """Metrics of ``predicted`` spans (one list per gold example) for ``pipeline``'s task; ``oov``: also OOV
+    recall, when the model's training file is still there (reading it takes a while)."""
+    from models.spans import Example
+    from training.metrics import scores_for_task
+
+    training = pipeline.meta.extra.get("training", {})
+    fmt = training.get("format", "seg")
+    tag_column = "none" if pipeline.task == "seg" else training.get("tag_column", "upos")
+    pred = [Example(e.text, spans) for e, spans in zip(gold, predicted)]
+    return scores_for_task(pipeline.task, gold, pred, _train_vocab(training, fmt, tag_column) if oov else None)
+
+
+def score_pipeline(pipeline, data: str, fmt: str | None = None, tag_column: str | None = None,
+                   label_map: dict[str, str] | None = None) -> dict[str, Any]:
+    """Metrics of ``pipeline`` on a labelled file; unset options come from the model's training config."""
+    gold = read_gold(pipeline, data, fmt, tag_column, label_map)
     start = time.perf_counter()
     predicted = pipeline.predict([e.text for e in gold])
     seconds = time.perf_counter() - start
-    pred = [Example(e.text, spans) for e, spans in zip(gold, predicted)]
-    scores = scores_for_task(pipeline.task, gold, pred, _train_vocab(training, fmt, tag_column))
+    scores = score_predictions(pipeline, gold, predicted)
     scores["seconds"] = round(seconds, 3)
     return scores
 
