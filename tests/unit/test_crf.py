@@ -293,3 +293,82 @@ def test_numpy_and_tensor_viterbi_agree(longest_first, constrained):
         want_tags, want_scores = _viterbi_torch(em, lengths, mask, trans, start, end)
         assert tags.tolist() == want_tags.tolist()
         assert np.allclose(scores, want_scores.numpy())
+
+
+def _many_tags(scheme: TagScheme, labels: int) -> tuple[int, torch.Tensor | None]:
+    tags = tag_vocabulary(scheme, [f"L{i}" for i in range(labels)], outside=scheme is not TagScheme.BMES)
+    return len(tags), allowed_transitions(scheme, tags)
+
+
+def _orphan(num_tags: int) -> torch.Tensor:
+    """Random constraints in which tag 0 may follow no tag (only start a sentence)."""
+    gen = torch.Generator().manual_seed(5)
+    allowed = torch.rand(num_tags + 2, num_tags + 2, generator=gen) > 0.4
+    allowed[:num_tags, 0] = False
+    allowed[num_tags, 0] = True
+    return allowed
+
+
+@pytest.mark.parametrize("constraint", ["bmes", "bioes", "bio", "none", "orphan"])
+@pytest.mark.parametrize("masked", [False, True])
+def test_sparse_viterbi_is_the_dense_one(constraint, masked):
+    """Many tags: the CPU Viterbi that scores only allowed predecessors gives exactly the dense recursion's
+    paths and scores, with tag masks too (conflicting ones included, where a disallowed transition can win)."""
+    from models.crf import NEG, _viterbi_numpy, _viterbi_numpy_sparse
+
+    num_tags, allowed = {
+        "bmes": lambda: _many_tags(TagScheme.BMES, 9),  # 36 tags
+        "bioes": lambda: _many_tags(TagScheme.BIOES, 9),  # 37
+        "bio": lambda: _many_tags(TagScheme.BIO, 20),  # 41
+        "none": lambda: (33, None),
+        "orphan": lambda: (34, _orphan(34)),
+    }[constraint]()
+    gen = torch.Generator().manual_seed(11)
+    crf = CRF(num_tags, allowed).double()
+    with torch.no_grad():
+        for p in crf.parameters():
+            p.normal_(0.0, 1.5, generator=gen)
+    for trial in range(12):
+        lengths = torch.randint(0, 15, (10,), generator=gen)
+        if trial % 2:
+            lengths = lengths.sort(descending=True).values
+        em = torch.randn(10, 15, num_tags, generator=gen, dtype=torch.float64) * 3
+        em, lengths, _ = crf._prepare(em, lengths)
+        if masked:  # most tags ruled out at each position, as forced spans do (without a common path)
+            em = em.masked_fill(torch.rand(em.shape, generator=gen) < 0.8, NEG)
+        trans, start, end = (x.detach().numpy() for x in crf._scores(em.dtype))
+        arrays = (em.numpy(), lengths.numpy(), trans, start, end)
+        tags, scores = _viterbi_numpy_sparse(*arrays, crf._predecessor_groups())
+        want_tags, want_scores = _viterbi_numpy(*arrays)
+        assert tags.tolist() == want_tags.tolist()
+        assert np.array_equal(scores, want_scores)
+
+
+def test_cpu_viterbi_goes_sparse_for_many_tags_and_big_batches(monkeypatch):
+    import models.crf as crf_module
+
+    calls = []
+    sparse = crf_module._viterbi_numpy_sparse
+    monkeypatch.setattr(crf_module, "_viterbi_numpy_sparse", lambda *a: calls.append(1) or sparse(*a))
+    many, allowed = _many_tags(TagScheme.BMES, 9)
+    assert many >= crf_module.SPARSE_MIN_TAGS
+    big, few = crf_module.SPARSE_MIN_BATCH, crf_module.SPARSE_MIN_BATCH - 1
+    CRF(many, allowed).viterbi(torch.randn(big, 6, many), torch.full((big,), 6))
+    assert calls == [1]
+    CRF(many, allowed).viterbi(torch.randn(few, 6, many), torch.full((few,), 6))
+    CRF(4).viterbi(torch.randn(big, 6, 4), torch.full((big,), 6))
+    assert calls == [1]
+
+
+def test_predecessor_groups_follow_the_constraints():
+    num_tags, allowed = _many_tags(TagScheme.BMES, 9)
+    crf = CRF(num_tags, allowed)
+    groups = crf._predecessor_groups()
+    assert sorted(np.concatenate([tags for tags, _ in groups]).tolist()) == list(range(num_tags))
+    for tags, preds in groups:
+        for tag, row in zip(tags, preds):
+            assert row.tolist() == torch.nonzero(allowed[:num_tags, tag]).flatten().tolist()
+    assert sorted(preds.shape[1] for _, preds in groups) == [2, 18]  # M-/E- after B-/M-; B-/S- after E-/S-
+    crf.extend(4, allowed_transitions(TagScheme.BMES, tag_vocabulary(TagScheme.BMES, [f"L{i}" for i in range(10)],
+                                                                     outside=False)))
+    assert sum(len(tags) for tags, _ in crf._predecessor_groups()) == num_tags + 4  # rebuilt after a change
