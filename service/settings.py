@@ -99,9 +99,10 @@ class Settings(BaseSettings):
     """Origins allowed by CORS, as a JSON list or comma-separated (default empty: CORS off)."""
 
     int8: bool = True
-    """On a CPU, run models marked for dynamic int8 (``seqtag compact --int8``; the shipped zh-seg) in int8
-    (default true). False: float32, slower (zh-seg ~2x in batches) but a text's tags then never depend on
-    which other requests share its batch; with int8 about 1% of sentences can come out differently."""
+    """On a CPU, run models marked for dynamic int8 (``seqtag compact --int8``; the shipped zh-seg and zh-pos)
+    in int8 (default true). False: float32, slower (zh-seg ~2x in batches) but a text's tags then never
+    depend on which other requests share its batch; in int8 a few sentences in a hundred can come out
+    differently (1% of CTB6 dev for zh-seg, 3% of UD-GSD dev for zh-pos; see BENCHMARKS.md)."""
 
     torch_threads: int = Field(0, ge=0)
     """CPU threads torch may use for inference (default 0 = auto: one fewer than the cores this process may
