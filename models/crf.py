@@ -278,6 +278,8 @@ def _viterbi_numpy_sparse(
     The result is the dense recursion's, not an approximation: a disallowed transition scores exactly
     :data:`NEG`, so the best path through one comes from the best-scoring tag of all, plus ``NEG``; that one
     "escape" candidate is kept beside each tag's allowed ones (it wins only where constraints conflict).
+    Only an exact tie between an allowed candidate and the escape could be broken otherwise than the dense
+    argmax breaks it (tests compare paths and scores bit for bit).
     Layout (B, T), rows longest first (sorted here and back if they are not).
     """
     batch, length, num_tags = em.shape
