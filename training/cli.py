@@ -113,6 +113,9 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--int8", action=argparse.BooleanOptionalAction, default=None,
                    help="mark the model for dynamic int8 quantisation of its encoder (and a projection "
                    "to 64+ tags) on CPU")
+    c.add_argument("--int8-weights", choices=["per-tensor", "per-channel"],
+                   help="int8 weight scales: one per matrix (per-tensor, the default) or one per output row "
+                   "(per-channel: about half the F1 loss on zh-ner, 0.07 vs 0.14, for a 2-4%% slower LSTM)")
     s = sub.add_parser("serve", help="start the HTTP service")
     s.add_argument("--models", help="directory of checkpoint directories")
     s.add_argument("--host")
@@ -328,6 +331,10 @@ def cmd_compact(args: argparse.Namespace) -> int:
     meta.extra["compacted_from"] = {"max_bigrams": args.max_bigrams, "half": half, "int8_embeddings": int8_rows}
     if args.int8 is not None:
         meta.extra["inference"] = {**meta.extra.get("inference", {}), "quantize": "int8" if args.int8 else None}
+    if args.int8_weights is not None:
+        if meta.extra.get("inference", {}).get("quantize") != "int8":
+            raise UsageError("--int8-weights needs a model marked for int8: add --int8")
+        meta.extra["inference"]["int8_weights"] = args.int8_weights
     save_checkpoint(args.out, tagger, codec, meta, half=half, int8_embeddings=int8_rows)
     if args.dev:  # score what was written (16-bit and int8 included), so the card tells the truth
         from models.pipeline import Pipeline

@@ -76,11 +76,14 @@ def render_card(directory: Path, name: str, corpus: str) -> str:
                    f"(dev F1 of the trained model before compaction: {before:.2f}).\n" if before is not None else "")
     storage = config.get("weights_dtype", "float32") + " weights" + (
         ", int8 embedding tables" if config.get("int8_rows") else "")
-    if (config.get("inference") or {}).get("quantize") == "int8":
-        shipped += ("\nOn CPU the encoder runs with dynamic int8 quantisation (`seqtag compact --int8`; an output "
-                    "layer with fewer than 64 tags stays float, where int8 is slower); the dev metrics above were "
-                    "measured that way, in `seqtag evaluate`'s length-sorted batches. Dynamic int8 picks one "
-                    "quantisation scale per step for a whole batch, so a few texts can come out differently in "
+    inference = config.get("inference") or {}
+    if inference.get("quantize") == "int8":
+        scales = ("per-channel weight scales, `--int8-weights per-channel`; "
+                  if inference.get("int8_weights") == "per-channel" else "")
+        shipped += ("\nOn CPU the encoder runs with dynamic int8 quantisation (`seqtag compact --int8`; " + scales
+                    + "an output layer with fewer than 64 tags stays float, where int8 is slower); the dev metrics "
+                    "above were measured that way, in `seqtag evaluate`'s length-sorted batches. Dynamic int8 picks "
+                    "one quantisation scale per step for a whole batch, so a few texts can come out differently in "
                     "different batches, in the service too; "
                     "`--no-int8` (`seqtag predict`/`evaluate`) or `SEQTAG_INT8=false` (the service) runs it in "
                     "float32 instead, slower but the same for a text whatever its batch (see BENCHMARKS.md).\n")

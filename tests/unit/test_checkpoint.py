@@ -529,6 +529,24 @@ def test_compact_prunes_bigrams_keeps_dtype_and_marks_int8(tmp_path):
     plain = Pipeline.load(out, "cpu", int8=False)
     assert type(plain.tagger.encoder) is torch.nn.LSTM and not plain.int8 and plain.arithmetic == "float32"
     assert plain.meta.extra["inference"]["quantize"] == "int8"
+    # per-channel weight scales, recorded per model
+    assert {w.qscheme() for w in pipeline.tagger.encoder.get_weight().values()} == {torch.per_tensor_affine}
+    channel = tmp_path / "channel"
+    assert main(["compact", str(src), str(channel), "--int8", "--int8-weights", "per-channel"]) == 0
+    assert read_config(channel)["inference"] == {"quantize": "int8", "int8_weights": "per-channel"}
+    loaded = Pipeline.load(channel, "cpu")
+    assert {w.qscheme() for w in loaded.tagger.encoder.get_weight().values()} == {torch.per_channel_affine}
+    assert loaded.predict(["我们在北京工作。"])[0]
+    from training.modelcard import render_card
+
+    assert "per-channel weight scales" in render_card(channel, "zh-seg", "ctb6")
+    assert "per-channel weight scales" not in render_card(out, "zh-seg", "ctb6")
+    with pytest.raises(SystemExit) as exit_info:  # nothing to apply it to
+        main(["compact", str(src), str(tmp_path / "no"), "--int8-weights", "per-channel"])
+    assert exit_info.value.code == 2 and not (tmp_path / "no").exists()
+    edit_config(channel, inference={"quantize": "int8", "int8_weights": "per-row"})
+    with pytest.raises(ValueError, match="int8_weights"):
+        Pipeline.load(channel, "cpu")
 
 
 @pytest.mark.parametrize("command", ["predict", "evaluate"])

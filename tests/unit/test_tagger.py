@@ -3,6 +3,8 @@ batch invariance, empty inputs, and growing tags / vocabularies in place."""
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 
@@ -473,3 +475,27 @@ def test_int8_quantises_the_projection_only_when_it_has_many_tags(codec):
     assert len(tags) >= INT8_MIN_LINEAR_OUT
     assert type(quantize_int8(few.eval()).project) is torch.nn.Linear
     assert type(quantize_int8(many.eval()).project) is not torch.nn.Linear
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning", "ignore::UserWarning")  # torch.ao's own
+@pytest.mark.parametrize("encoder", ["lstm", "gru"])
+def test_int8_per_channel_weights(codec, encoder):
+    """per_channel=True: one weight scale per output row, in the RNN and a many-tag projection alike; the
+    emissions stay close to float32 ones."""
+    from models.pipeline import INT8_MIN_LINEAR_OUT, quantize_int8
+
+    labels = tuple(f"L{i}" for i in range(INT8_MIN_LINEAR_OUT // 4 + 1))
+    tagger, _ = make_tagger(codec, encoder=encoder, labels=labels)
+    tagger.eval()
+    batch = codec.batch(codec.encode(TEXTS))
+    with torch.no_grad():
+        want = tagger.emissions(batch)
+        schemes = {}
+        for per_channel in (False, True):
+            q = quantize_int8(copy.deepcopy(tagger), per_channel=per_channel)
+            weights = q.encoder.get_weight()
+            schemes[per_channel] = ({w.qscheme() for w in weights.values() if w.is_quantized},
+                                    q.project.weight().qscheme())
+            assert torch.allclose(q.emissions(batch), want, atol=0.05)
+    assert schemes[False] == ({torch.per_tensor_affine}, torch.per_tensor_affine)
+    assert schemes[True] == ({torch.per_channel_affine}, torch.per_channel_affine)
