@@ -87,9 +87,6 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--label-map")
     e.add_argument("--device", default="auto")
     e.add_argument("--json", action="store_true", help="print one JSON object")
-    e.add_argument("--int8", action=argparse.BooleanOptionalAction, default=True,
-                    help="on a CPU, run a model marked for dynamic int8 in int8 (default); --no-int8: float32, "
-                    "slower, but each text's tags no longer depend on the texts batched with it")
     pr = sub.add_parser("predict", help="tag raw text, one document per line")
     pr.add_argument("model")
     pr.add_argument("input", nargs="?", help="input file (default: stdin)")
@@ -98,9 +95,10 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--output", "-o", help="output file (default: stdout)")
     pr.add_argument("--device", default="auto")
     pr.add_argument("--batch-size", type=int, default=256)
-    pr.add_argument("--int8", action=argparse.BooleanOptionalAction, default=True,
-                    help="on a CPU, run a model marked for dynamic int8 in int8 (default); --no-int8: float32, "
-                    "slower, but each text's tags no longer depend on the texts batched with it")
+    for command in (e, pr):
+        command.add_argument("--int8", action=argparse.BooleanOptionalAction, default=True,
+                             help="on a CPU, run a model marked for dynamic int8 in int8 (default); --no-int8: "
+                             "float32, slower, but each text's tags no longer depend on the texts batched with it")
     c = sub.add_parser("compact", help="shrink a checkpoint for shipping (prune bigrams, 16-bit weights, int8 tables)")
     c.add_argument("model")
     c.add_argument("out")
@@ -233,11 +231,9 @@ def score_predictions(pipeline, gold: list, predicted: list, oov: bool = True) -
     from models.spans import Example
     from training.metrics import scores_for_task
 
-    training = pipeline.meta.extra.get("training", {})
-    fmt = training.get("format", "seg")
-    tag_column = "none" if pipeline.task == "seg" else training.get("tag_column", "upos")
     pred = [Example(e.text, spans) for e, spans in zip(gold, predicted)]
-    return scores_for_task(pipeline.task, gold, pred, _train_vocab(training, fmt, tag_column) if oov else None)
+    vocab = _train_vocab(pipeline.meta.extra.get("training", {})) if oov else None
+    return scores_for_task(pipeline.task, gold, pred, vocab)
 
 
 def score_pipeline(pipeline, data: str, fmt: str | None = None, tag_column: str | None = None,
@@ -268,15 +264,16 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
-def _train_vocab(training: dict[str, Any], fmt: str, tag_column: str) -> set[str] | None:
-    """Words of the model's training corpus, for OOV recall, when that file is still there."""
+def _train_vocab(training: dict[str, Any]) -> set[str] | None:
+    """Words of the model's training corpus (its training config's ``train`` and ``format``), for OOV recall,
+    when that file is still there."""
     from training.metrics import word_vocabulary
     from training.readers import read_corpus
 
     path = training.get("train")
     if not path or not Path(path).exists():
         return None
-    return word_vocabulary(read_corpus(path, training.get("format", fmt), tag_column="none"))
+    return word_vocabulary(read_corpus(path, training.get("format", "seg"), tag_column="none"))
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
