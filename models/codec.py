@@ -38,7 +38,7 @@ from pydantic import BaseModel, ConfigDict
 from tokenizers import Regex, Tokenizer, pre_tokenizers
 from tokenizers.models import WordLevel
 
-from models.spans import Span
+from models.spans import Span, ragged_take
 
 PAD, UNK, BOUNDARY = "[PAD]", "[UNK]", "[BOS]"
 PAD_ID, UNK_ID, BOUNDARY_ID = 0, 1, 2
@@ -141,16 +141,73 @@ def _pre_tokenizer(units: str) -> pre_tokenizers.PreTokenizer:
     )
 
 
-@dataclass
 class Encoded:
-    """Units of a batch of texts: per text an ``(n, 2)`` offsets array and ``(n,)`` ids."""
+    """Units of a batch of texts: per text an ``(n, 2)`` offsets array and ``(n,)`` ids.
 
-    offsets: list[np.ndarray]
-    ids: list[np.ndarray]
+    Made by the codec, it is stored flat (all texts' units one after the other, ``counts`` of them per
+    text), so a batch of rows is gathered with a few array operations; the per-text lists ``ids`` and
+    ``offsets`` are views made on first use. Made from per-text lists, the flat arrays are made on first use.
+    """
+
+    def __init__(self, offsets: list[np.ndarray], ids: list[np.ndarray]):
+        self._offsets: list[np.ndarray] | None = offsets
+        self._ids: list[np.ndarray] | None = ids
+        self._counts: np.ndarray | None = None
+        self._flat_offsets: np.ndarray | None = None
+        self._flat_ids: np.ndarray | None = None
+
+    @classmethod
+    def from_flat(cls, flat_offsets: np.ndarray, flat_ids: np.ndarray, counts: np.ndarray) -> "Encoded":
+        """``counts[i]`` units for text i; ``flat_offsets`` (N, 2) and ``flat_ids`` (N,) hold them in text order."""
+        if int(counts.sum()) != len(flat_ids) or len(flat_ids) != len(flat_offsets):
+            raise ValueError("Encoded.from_flat: counts, ids and offsets do not agree")
+        enc = cls(None, None)  # type: ignore[arg-type]
+        enc._counts = counts.astype(np.int64, copy=False)
+        enc._flat_offsets, enc._flat_ids = flat_offsets, flat_ids
+        return enc
+
+    @property
+    def counts(self) -> np.ndarray:
+        """(texts,) units per text."""
+        if self._counts is None:
+            self._counts = np.fromiter(map(len, self.ids), np.int64, len(self.ids))
+        return self._counts
 
     @property
     def lengths(self) -> list[int]:
-        return [len(i) for i in self.ids]
+        return self.counts.tolist()
+
+    def __len__(self) -> int:
+        return len(self.counts)
+
+    @property
+    def ids(self) -> list[np.ndarray]:
+        if self._ids is None:
+            self._ids = np.split(self.flat_ids, np.cumsum(self.counts)[:-1])
+        return self._ids
+
+    @property
+    def offsets(self) -> list[np.ndarray]:
+        if self._offsets is None:
+            self._offsets = np.split(self.flat_offsets, np.cumsum(self.counts)[:-1])
+        return self._offsets
+
+    @property
+    def flat_ids(self) -> np.ndarray:
+        if self._flat_ids is None:
+            self._flat_ids = np.concatenate(self._ids) if self._ids else np.zeros(0, dtype=np.int64)
+        return self._flat_ids
+
+    @property
+    def flat_offsets(self) -> np.ndarray:
+        if self._flat_offsets is None:
+            self._flat_offsets = (np.concatenate(self._offsets) if self._offsets
+                                  else np.zeros((0, 2), dtype=np.int64))
+        return self._flat_offsets
+
+    def rows(self, order: Sequence[int] | np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Flat indices of the units of texts ``order`` (in that order), and those texts' unit counts."""
+        return ragged_take(self.counts, order)
 
 
 @dataclass
@@ -358,14 +415,21 @@ class Codec:
         lengths = np.fromiter(map(len, texts), np.int64, len(texts))
         points = self._normalized_points(texts)
         normed = points.tobytes().decode("utf-32-le")  # all texts normalised, one after the other
-        offsets, ids, slow = self._split_units(points, normed, lengths)
-        if len(slow):
-            ends = np.cumsum(lengths)
-            slow_texts = [normed[ends[i] - lengths[i] : ends[i]] for i in slow.tolist()]
-            slow_enc = self._tokenize(slow_texts)
-            for k, i in enumerate(slow.tolist()):
-                offsets[i], ids[i] = slow_enc.offsets[k], slow_enc.ids[k]
-        return Encoded(offsets, ids)
+        fast, slow = self._split_units(points, normed, lengths)
+        if not len(slow):
+            return fast
+        ends = np.cumsum(lengths)
+        slow_enc = self._tokenize([normed[ends[i] - lengths[i] : ends[i]] for i in slow.tolist()])
+        # splice: every text's units come from the splitter's arrays or, for the slow texts, from the
+        # tokenizer's, appended after them; one gather puts them in text order
+        counts = fast.counts.copy()
+        counts[slow] = slow_enc.counts
+        source_first = np.cumsum(fast.counts) - fast.counts
+        source_first[slow] = len(fast.flat_ids) + np.cumsum(slow_enc.counts) - slow_enc.counts
+        flat = np.repeat(source_first - (np.cumsum(counts) - counts), counts) + np.arange(int(counts.sum()))
+        ids = np.concatenate([fast.flat_ids, slow_enc.flat_ids])[flat]
+        offsets = np.concatenate([fast.flat_offsets, slow_enc.flat_offsets])[flat]
+        return Encoded.from_flat(offsets, ids, counts)
 
     def _tokenize(self, normed: Sequence[str]) -> Encoded:
         """Already normalised texts through the ``tokenizers`` pipeline."""
@@ -377,16 +441,15 @@ class Codec:
         flat_offsets = np.fromiter(
             chain.from_iterable(chain.from_iterable(e.offsets for e in encodings)), np.int64, 2 * total
         ).reshape(-1, 2)
-        cuts = np.cumsum(counts)[:-1]
-        return Encoded(np.split(flat_offsets, cuts), np.split(flat_ids, cuts))
+        return Encoded.from_flat(flat_offsets, flat_ids, counts)
 
     def _split_units(
         self, points: np.ndarray, normed: str, lengths: np.ndarray
-    ) -> tuple[list[np.ndarray], list[np.ndarray], np.ndarray]:
+    ) -> tuple[Encoded, np.ndarray]:
         """The array-based splitter over the normalised code points of all texts (concatenated; ``normed``
         is the same as a string).
 
-        Returns per-text offsets and ids, and the indices of the texts it cannot split (those
+        Returns the units of every text, and the indices of the texts it cannot split (those
         holding other characters, or a "." between digits: a decimal part), left for the tokenizer.
         """
         classes, char_ids = self._unit_tables()
@@ -416,8 +479,8 @@ class Codec:
         unit_owner = owner[starts]
         first = np.cumsum(lengths) - lengths
         flat_offsets = np.stack([starts, ends], axis=1) - first[unit_owner, None]
-        cuts = np.cumsum(np.bincount(unit_owner, minlength=len(lengths)))[:-1]
-        return np.split(flat_offsets, cuts), np.split(unit_ids, cuts), slow
+        counts = np.bincount(unit_owner, minlength=len(lengths))
+        return Encoded.from_flat(flat_offsets, unit_ids, counts), slow
 
     def _unit_tables(self) -> tuple[np.ndarray, np.ndarray]:
         """Unit classes, and the id of every one-character unit by code point (for this vocabulary)."""
@@ -435,20 +498,23 @@ class Codec:
     # ---- units -> tensors ---------------------------------------------
     def batch(self, encoded: Encoded, order: Sequence[int] | None = None) -> Batch:
         """Pad (a subset, in ``order``, of) encoded texts into a :class:`Batch`."""
-        order = range(len(encoded.ids)) if order is None else order
-        rows = [encoded.ids[i] for i in order]
-        lengths = np.fromiter(map(len, rows), np.int64, len(rows))
-        width = max(int(lengths.max()) if len(rows) else 0, 1)
-        real = np.arange(width)[None, :] < lengths[:, None]
-        flat = np.concatenate(rows) if rows else np.zeros(0, dtype=np.int64)
-        unit_ids = np.zeros((len(rows), width), dtype=np.int64)
-        unit_ids[real] = flat  # one scatter of all rows' ids into their padded places
+        if order is None:
+            flat, lengths = encoded.flat_ids, encoded.counts
+        else:
+            pick, lengths = encoded.rows(order)
+            flat = encoded.flat_ids[pick]
+        width = max(int(lengths.max()) if len(lengths) else 0, 1)
+        # each unit's place in the padded (B, width) array: one scatter puts all rows' ids there
+        firsts = np.cumsum(lengths) - lengths
+        place = np.arange(len(flat)) + np.repeat(np.arange(len(lengths)) * width - firsts, lengths)
+        unit_ids = np.zeros((len(lengths), width), dtype=np.int64)
+        unit_ids.reshape(-1)[place] = flat
         bigrams = None
         if self.config.bigrams:
-            bigram_ids = np.zeros((len(rows), width, 2), dtype=np.int64)
-            bigram_ids[real] = self._bigram_ids_of(flat, lengths)
+            bigram_ids = np.zeros((len(lengths), width, 2), dtype=np.int64)
+            bigram_ids.reshape(-1, 2)[place] = self._bigram_ids_of(flat, lengths)
             bigrams = torch.from_numpy(bigram_ids)
-        return Batch(torch.from_numpy(unit_ids), bigrams, torch.from_numpy(lengths))
+        return Batch(torch.from_numpy(unit_ids), bigrams, torch.from_numpy(lengths.astype(np.int64)))
 
     def _bigram_ids_of(self, flat: np.ndarray, lengths: np.ndarray) -> np.ndarray:
         """Unit ids of texts one after the other -> (n, 2) ids of each unit's left (prev, cur) and

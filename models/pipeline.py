@@ -138,12 +138,15 @@ class Pipeline:
         was_training = self.tagger.training
         self.tagger.eval()
         batch = self.codec.batch(encoded, order)
-        offsets = [encoded.offsets[i] for i in order]
+        pick, lengths = encoded.rows(order)
+        flat_offsets = encoded.flat_offsets[pick]  # the batch's units, row by row
+        width = batch.unit_ids.shape[1]
         tag_mask = None
         if forced is not None and any(forced):
-            tag_mask = self.forced_mask(offsets, forced, batch.unit_ids.shape[1])
+            offsets = np.split(flat_offsets, np.cumsum(lengths)[:-1])
+            tag_mask = self.forced_mask(offsets, forced, width)
         if self.task in ("seg", "pos"):
-            tag_mask = self._break_at_whitespace(offsets, batch.unit_ids.shape[1], tag_mask)
+            tag_mask = self._break_at_whitespace(flat_offsets, lengths, width, tag_mask)
         if self.device.type == "cuda":  # page-locked host memory: the copies below run asynchronously
             batch = batch.pin_memory()
             tag_mask = tag_mask.pin_memory() if tag_mask is not None else None
@@ -159,8 +162,7 @@ class Pipeline:
         probs = None
         if marginals is not None:
             probs = np.take_along_axis(marginals.cpu().numpy(), tag_ids[..., None], -1)[..., 0]
-        lengths = np.asarray([len(encoded.ids[i]) for i in order], dtype=np.int64)
-        return self._span_table(tag_ids, lengths, offsets, probs)
+        return self._span_table(tag_ids, lengths, flat_offsets, probs)
 
     @property
     def label_names(self) -> list[str]:
@@ -168,9 +170,10 @@ class Pipeline:
         self._tag_tables()
         return self._labels
 
-    def _span_table(self, tag_ids: np.ndarray, lengths: np.ndarray, offsets: Sequence[np.ndarray],
+    def _span_table(self, tag_ids: np.ndarray, lengths: np.ndarray, flat_offsets: np.ndarray,
                     probs: np.ndarray | None) -> SpanTable:
-        """Character spans of every row, built with array operations over the whole batch.
+        """Character spans of every row, built with array operations over the whole batch
+        (``flat_offsets``: the (units, 2) offsets of all rows' units, row by row).
 
         Works for any tag sequence the CRF's transition constraints allow; a row with anything
         else (a softmax decoder's output) goes through the repairing :func:`tags_to_spans`.
@@ -178,8 +181,9 @@ class Pipeline:
         prefix, label = self._tag_tables()
         b, width = tag_ids.shape
         valid = np.arange(width)[None, :] < lengths[:, None]
-        pre, lab = prefix[tag_ids], label[tag_ids]
+        pre = prefix[tag_ids]
         if self.meta.scheme is TagScheme.BIO:
+            lab = label[tag_ids]
             nxt_pre = np.concatenate([pre[:, 1:], np.full((b, 1), _O)], axis=1)
             nxt_lab = np.concatenate([lab[:, 1:], np.full((b, 1), -1)], axis=1)
             nxt_valid = np.concatenate([valid[:, 1:], np.zeros((b, 1), bool)], axis=1)
@@ -203,11 +207,10 @@ class Pipeline:
             good[:] = False
         # flat unit index of each row's first unit, to read offsets and scores of the whole batch at once
         first = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64)
-        flat_offsets = np.concatenate(offsets) if len(offsets) else np.zeros((0, 2), np.int64)
         flat_probs = probs[valid] if probs is not None else None
         if good.all():  # (all False whenever starts and ends do not pair up)
             unit_s, unit_e = first[s_row] + s_col, first[e_row] + e_col + 1
-            labels = lab[s_row, s_col]
+            labels = label[tag_ids[s_row, s_col]]
         else:  # some row is not a sequence the constraints allow: those rows are repaired one by one
             names = self.meta.tags
             per_row = []
@@ -215,7 +218,7 @@ class Pipeline:
                 n = int(lengths[row])
                 if good[row]:
                     pick_s, pick_e = s_row == row, e_row == row
-                    per_row.append((s_col[pick_s], e_col[pick_e] + 1, lab[row, s_col[pick_s]]))
+                    per_row.append((s_col[pick_s], e_col[pick_e] + 1, label[tag_ids[row, s_col[pick_s]]]))
                 else:  # repair it the documented way
                     repaired = tags_to_spans([names[t] for t in tag_ids[row, :n].tolist()])
                     per_row.append((np.asarray([a for a, _, _ in repaired], dtype=np.int64),
@@ -235,7 +238,7 @@ class Pipeline:
         if getattr(self, "_tables", None) is None or self._tables[0] is not self.meta.tags:
             split = [split_tag(t) for t in self.meta.tags]
             self._labels = sorted({lab for _, lab in split})
-            prefix = np.asarray([_PREFIX_CODE[p] for p, _ in split])
+            prefix = np.asarray([_PREFIX_CODE[p] for p, _ in split], dtype=np.int8)  # small: fast gathers
             label = np.asarray([self._labels.index(lab) for _, lab in split])
             self._tables = (self.meta.tags, prefix, label)
         return self._tables[1], self._tables[2]
@@ -261,18 +264,25 @@ class Pipeline:
         return mask
 
     def _break_at_whitespace(
-        self, offsets: Sequence[np.ndarray], width: int, tag_mask: torch.Tensor | None
+        self, flat_offsets: np.ndarray, lengths: np.ndarray, width: int, tag_mask: torch.Tensor | None
     ) -> torch.Tensor | None:
-        """Words never span whitespace: a unit that follows whitespace must start a word."""
-        gaps = np.zeros((len(offsets), width), dtype=bool)
-        for row, offs in enumerate(offsets):
-            if len(offs) > 1:
-                gaps[row, 1 : len(offs)] = offs[1:, 0] > offs[:-1, 1]
-        if not gaps.any():
+        """Words never span whitespace: a unit that follows whitespace must start a word.
+
+        ``flat_offsets``: the (units, 2) offsets of all rows' units, row by row (``lengths`` per row).
+        """
+        after_gap = np.zeros(len(flat_offsets), dtype=bool)
+        after_gap[1:] = flat_offsets[1:, 0] > flat_offsets[:-1, 1]
+        firsts = np.cumsum(lengths) - lengths
+        after_gap[firsts[lengths > 0]] = False  # a row's first unit follows nothing
+        if not after_gap.any():
             return tag_mask
+        where = np.flatnonzero(after_gap)
+        row = np.searchsorted(firsts, where, side="right") - 1
+        gaps = np.zeros((len(lengths), width), dtype=bool)
+        gaps[row, where - firsts[row]] = True
         starts = torch.from_numpy(np.isin(self._tag_tables()[0], (_B, _S, _O)))
         if tag_mask is None:
-            tag_mask = torch.ones(len(offsets), width, len(self.meta.tags), dtype=torch.bool)
+            tag_mask = torch.ones(len(lengths), width, len(self.meta.tags), dtype=torch.bool)
         gap = torch.from_numpy(gaps)
         restricted = tag_mask & starts
         # where a forced (dictionary) word crosses the whitespace, the user's word wins

@@ -85,11 +85,7 @@ class SpanTable:
 
     def take(self, rows: np.ndarray | Sequence[int]) -> "SpanTable":
         """A table of the given rows, in that order."""
-        rows = np.asarray(rows, dtype=np.int64)
-        counts = self.counts[rows]
-        firsts = (np.cumsum(self.counts) - self.counts)[rows]
-        new_firsts = np.cumsum(counts) - counts
-        flat = np.repeat(firsts - new_firsts, counts) + np.arange(int(counts.sum()))
+        flat, counts = ragged_take(self.counts, rows)
         pick = lambda a: None if a is None else a[flat]  # noqa: E731
         return SpanTable(counts, self.starts[flat], self.ends[flat], self.labels[flat], self.label_names,
                          pick(self.scores))
@@ -103,3 +99,13 @@ class SpanTable:
         spans = list(map(Span, *columns))
         bounds = np.cumsum(self.counts).tolist()
         return [spans[a:z] for a, z in zip([0] + bounds[:-1], bounds)]
+
+
+def ragged_take(counts: np.ndarray, rows: np.ndarray | Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
+    """Rows of a ragged array stored flat (row i holds ``counts[i]`` items, rows one after the other):
+    the flat indices of the items of ``rows``, in that order, and those rows' counts."""
+    rows = np.asarray(rows, dtype=np.int64)
+    picked = counts[rows]
+    firsts = (np.cumsum(counts) - counts)[rows]
+    new_firsts = np.cumsum(picked) - picked
+    return np.repeat(firsts - new_firsts, picked) + np.arange(int(picked.sum())), picked

@@ -196,6 +196,26 @@ def test_batch_order_selects_rows(bigram_codec):
     assert bigram_codec.batch(enc, []).unit_ids.shape == (0, 1)
 
 
+def test_encoded_flat_arrays_and_per_text_views_agree(bigram_codec):
+    texts = ["我爱北京", "", "北京 3.5 万", "我爱"]  # "3.5": the tokenizer's text, spliced among the others
+    enc = bigram_codec.encode(texts)
+    assert enc.lengths == [len(i) for i in enc.ids] == [4, 0, 4, 2] and len(enc) == 4
+    assert enc.flat_ids.tolist() == [u for ids in enc.ids for u in ids.tolist()]
+    assert enc.flat_offsets.tolist() == [o for offs in enc.offsets for o in offs.tolist()]
+    rebuilt = Encoded(enc.offsets, enc.ids)  # from per-text lists: the flat arrays are made on demand
+    assert rebuilt.flat_ids.tolist() == enc.flat_ids.tolist()
+    assert rebuilt.flat_offsets.tolist() == enc.flat_offsets.tolist()
+    for order in (None, [3, 0, 2], [1], []):
+        a, b = bigram_codec.batch(enc, order), bigram_codec.batch(rebuilt, order)
+        assert torch.equal(a.unit_ids, b.unit_ids) and torch.equal(a.bigram_ids, b.bigram_ids)
+        assert torch.equal(a.lengths, b.lengths)
+    pick, counts = enc.rows([2, 1, 0])
+    assert counts.tolist() == [4, 0, 4] and enc.flat_offsets[pick].tolist() == enc.offsets[2].tolist() + \
+        enc.offsets[0].tolist()
+    with pytest.raises(ValueError, match="do not agree"):
+        Encoded.from_flat(np.zeros((3, 2), np.int64), np.zeros(3, np.int64), np.asarray([1, 1]))
+
+
 def test_no_bigrams_option():
     codec = Codec.build(["我爱北京"], CodecConfig(bigrams=False))
     assert codec.batch(codec.encode(["我爱"])).bigram_ids is None
@@ -460,7 +480,7 @@ def test_array_splitter_matches_the_tokenizer_on_every_plain_character(codec, ch
     for one in (codec, chars_codec):  # and all of them were split by the arrays
         points = one._normalized_points(texts)
         normed = "".join(one.normalize_all(texts))
-        assert len(one._split_units(points, normed, np.asarray([len(t) for t in texts]))[2]) == 0
+        assert len(one._split_units(points, normed, np.asarray([len(t) for t in texts]))[1]) == 0
 
 
 @settings(max_examples=60, deadline=None, derandomize=True)

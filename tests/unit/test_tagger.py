@@ -411,6 +411,9 @@ def test_words_never_span_whitespace_unless_forced():
     for text in texts:
         [spans] = pipeline.predict([text])
         assert all(" " not in text[s.start:s.end] for s in spans)
+    # in one batch (the rule is applied to all rows at once), between empty and blank rows: the same answers
+    mixed = ["", texts[0], "  ", texts[1], "我们"]
+    assert pipeline.predict(mixed) == [pipeline.predict([t])[0] for t in mixed]
     [forced] = pipeline.predict([texts[0]], forced=[[Span(2, 5)]])
     assert (2, 5) in [(s.start, s.end) for s in forced]
 
