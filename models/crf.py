@@ -202,24 +202,44 @@ class CRF(nn.Module):
 def _viterbi_torch(
     em: Tensor, lengths: Tensor, mask: Tensor, trans: Tensor, start: Tensor, end: Tensor
 ) -> tuple[Tensor, Tensor]:
-    """:meth:`CRF.viterbi`'s recursion with tensor operations on the emissions' device (CUDA)."""
+    """:meth:`CRF.viterbi`'s recursion with tensor operations on the emissions' device (CUDA).
+
+    On a GPU each operation is a kernel launch, and with short tag sets the launches are the cost,
+    so every position takes three forward and one backward, written into preallocated buffers. Rows
+    are taken longest first (sorted here and back if they are not), so the sentences still running at
+    a position are a prefix of the batch and the others are left alone instead of masked.
+    """
     batch, length, num_tags = em.shape
-    # Padding positions point back to the same tag, so backtracking from
-    # position L - 1 walks through padding to each sentence's real last tag.
-    identity = torch.arange(num_tags, device=em.device).expand(batch, num_tags)  # (B, T)
-    score = start + em[:, 0]  # (B, T)
-    backpointers = []
+    host_lengths = lengths.cpu()
+    order = None
+    if batch > 1 and not bool((host_lengths[:-1] >= host_lengths[1:]).all()):
+        order = torch.argsort(host_lengths, descending=True, stable=True)
+        host_lengths = host_lengths[order]
+        em, order = em[order.to(em.device)], order.to(em.device)
+    # running[t]: rows with length > t (a prefix); a finished row's score stays at its last position's
+    running = torch.searchsorted(-host_lengths, -torch.arange(length), side="left").tolist()
+    steps = em.transpose(0, 1).contiguous()  # (L, B, T): each position's rows are contiguous
+    score = start + steps[0]  # (B, T)
+    best = torch.empty_like(score)
+    pointers = torch.empty(length, batch, num_tags, dtype=torch.long, device=em.device)
     for t in range(1, length):
-        best, prev = (score.unsqueeze(2) + trans).max(dim=1)  # (B, T) over the previous tag
-        real = mask[:, t, None]  # (B, 1)
-        score = torch.where(real, best + em[:, t], score)
-        backpointers.append(torch.where(real, prev, identity))
-    best_score, last = (score + end).max(dim=1)  # (B,)
-    path = [last]
-    for pointers in reversed(backpointers):
-        last = pointers.gather(1, last.unsqueeze(1)).squeeze(1)
-        path.append(last)
-    tags = torch.stack(path[::-1], dim=1)  # (B, L)
+        n = running[t]
+        if n == 0:
+            break
+        torch.max(score[:n].unsqueeze(2) + trans, dim=1, out=(best[:n], pointers[t, :n]))
+        torch.add(best[:n], steps[t, :n], out=score[:n])
+    final = score + end
+    best_score, last = final.max(dim=1)  # (B,)
+    path = last.expand(length, batch).contiguous()  # (L, B): a row keeps its last tag up to its end
+    for t in range(length - 1, 0, -1):
+        n = running[t]
+        if n:
+            torch.gather(pointers[t, :n], 1, path[t, :n].unsqueeze(1), out=path[t - 1, :n].unsqueeze(1))
+    tags = path.T
+    if order is not None:
+        back = torch.empty_like(order)
+        back[order] = torch.arange(batch, device=order.device)
+        tags, best_score = tags[back], best_score[back]
     return torch.where(mask, tags, 0), torch.where(lengths > 0, best_score, 0.0)
 
 
