@@ -307,8 +307,8 @@ def encoder_flops(ctx: Context, source: TextSource, pipelines: list[tuple[ModelI
 # ---- 4. big batches on CUDA ----------------------------------------------------------------------------------
 
 def cuda_batches(ctx: Context, source: TextSource, pipelines: list[tuple[ModelInfo, Pipeline]]) -> Table:
-    table = Table(TITLES[3], ["model", "batch size", "sentences/s", "chars/s", "s per pass"])
-    if ctx.device.type != "cuda":
+    table = Table(TITLES[3], ["model", "batch size", "output", "sentences/s", "chars/s", "s per pass"])
+    if ctx.device.type != "cuda" and not ctx.smoke:  # smoke runs take the code path on any device
         table.notes.append(f"not measured: this run's device is {ctx.device} "
                            f"(CUDA available to torch: {torch.cuda.is_available()}); run with --device cuda")
         return table
@@ -317,24 +317,29 @@ def cuda_batches(ctx: Context, source: TextSource, pipelines: list[tuple[ModelIn
     texts = source.texts * copies
     chars = source.chars * copies
     longest = max(len(t) for t in texts)
+    outputs = {"Span lists": Pipeline.predict, "SpanTable arrays": Pipeline.predict_table}
     for _, pipeline in pipelines:  # warm-up pass: cuDNN plans and the caching allocator settle per shape
         for size in CUDA_BATCH_SIZES:
-            pipeline.predict(texts, max_batch=size, max_units=size * longest)
-    seconds: dict[tuple[str, int], list[float]] = {}
+            pipeline.predict_table(texts, max_batch=size, max_units=size * longest)
+    seconds: dict[tuple[str, int, str], list[float]] = {}
     for _ in range(ctx.repeats):
         for model, pipeline in pipelines:
             for size in CUDA_BATCH_SIZES:
-                def go(p: Pipeline = pipeline, b: int = size) -> None:
-                    p.predict(texts, max_batch=b, max_units=b * longest)  # the unit budget never splits a batch
-                seconds.setdefault((model.name, size), []).append(timed(go, sync=ctx.device))
-    for (name, size), secs in seconds.items():
+                for output, method in outputs.items():
+                    def go(p: Pipeline = pipeline, b: int = size, m: Callable = method) -> None:
+                        m(p, texts, max_batch=b, max_units=b * longest)  # the unit budget never splits a batch
+                    seconds.setdefault((model.name, size, output), []).append(timed(go, sync=ctx.device))
+    for (name, size, output), secs in seconds.items():
         s = median(secs)
-        table.add(name, size, len(texts) / s, chars / s, s)
+        table.add(name, size, output, len(texts) / s, chars / s, s)
     table.notes += [
         f"text: {source.describe()}, repeated {copies}× ({len(texts):,} sentences) so the big batches fill; "
-        f"`Pipeline.predict(texts, max_batch=B, max_units=B × longest)` on {ctx.device}, float32, decoding and "
-        f"span building included; medians over {ctx.repeats_text} after one warm-up pass",
+        f"`Pipeline.predict(texts, max_batch=B, max_units=B × longest)` (Span lists) and `Pipeline.predict_table` "
+        f"(the same spans as flat arrays, no Python object per span) on {ctx.device}, float32, decoding "
+        f"included; medians over {ctx.repeats_text} after one warm-up pass",
     ]
+    if ctx.device.type != "cuda":
+        table.notes.append(f"smoke run on {ctx.device}: checks the code path, measures nothing")
     return table
 
 

@@ -259,15 +259,21 @@ def _viterbi_numpy(
     pointers = np.empty((length, num_tags, batch), dtype=np.int64)
     pointers[:] = np.arange(num_tags)[:, None]  # padding points back to the same tag
     across = trans[:, :, None]  # (T previous, T next, 1)
-    sorted_desc = bool((lengths[:-1] >= lengths[1:]).all())
-    for t in range(1, length):
-        if sorted_desc:
-            alive = slice(0, int(np.searchsorted(-lengths, -t, side="left")))  # rows with length > t
-        else:
+    if bool((lengths[:-1] >= lengths[1:]).all()):  # rows with length > t: a prefix, counted once for all t
+        running = np.searchsorted(-lengths, -np.arange(length), side="left").tolist()
+        for t in range(1, length):
+            n = running[t]
+            if n == 0:
+                break
+            cand = score[:, None, :n] + across  # (T previous, T next, b)
+            pointers[t, :, :n] = cand.argmax(axis=0)
+            np.add(cand.max(axis=0), steps[t, :, :n], out=score[:, :n])
+    else:
+        for t in range(1, length):
             alive = np.flatnonzero(lengths > t)
-        cand = score[:, None, alive] + across  # (T previous, T next, b)
-        pointers[t][:, alive] = cand.argmax(axis=0)
-        score[:, alive] = cand.max(axis=0) + steps[t][:, alive]
+            cand = score[:, None, alive] + across
+            pointers[t][:, alive] = cand.argmax(axis=0)
+            score[:, alive] = cand.max(axis=0) + steps[t][:, alive]
     # the (B, T) views of the final scores and of each step's pointers
     return _backtrack((score + end[:, None]).T, pointers.transpose(0, 2, 1), lengths, em.dtype)
 
