@@ -7,8 +7,8 @@ Spans are the truth everywhere in seqtag; tags are derived from them by a
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Sequence
+from dataclasses import dataclass, field, replace
+from typing import Iterator, Sequence
 
 import numpy as np
 
@@ -89,6 +89,38 @@ class SpanTable:
         pick = lambda a: None if a is None else a[flat]  # noqa: E731
         return SpanTable(counts, self.starts[flat], self.ends[flat], self.labels[flat], self.label_names,
                          pick(self.scores))
+
+    def split_rows(self) -> list["SpanTable"]:
+        """One single-text table per text, in order (views of this table's arrays)."""
+        bounds = np.cumsum(self.counts).tolist()
+        cut = lambda a, z: None if self.scores is None else self.scores[a:z]  # noqa: E731
+        return [SpanTable(self.counts[k : k + 1], self.starts[a:z], self.ends[a:z], self.labels[a:z],
+                          self.label_names, cut(a, z))
+                for k, (a, z) in enumerate(zip([0] + bounds[:-1], bounds))]
+
+    @classmethod
+    def joined(cls, parts: Sequence[tuple[int, "SpanTable"]], label_names: Sequence[str]) -> "SpanTable":
+        """A single-text table from tables of pieces of that text: ``(where the piece starts in the text,
+        its table)``, pieces in text order."""
+        if len(parts) == 1 and parts[0][0] == 0 and len(parts[0][1]) == 1:
+            return parts[0][1]
+        if not parts:
+            return cls.empty(1, label_names)
+        tables = [t for _, t in parts]
+        cat = lambda arrays: np.concatenate(arrays) if arrays else np.zeros(0, dtype=np.int64)  # noqa: E731
+        scores = cat([t.scores for t in tables]) if all(t.scores is not None for t in tables) else None
+        return cls(np.asarray([sum(len(t.starts) for t in tables)], dtype=np.int64),
+                   cat([t.starts + shift for shift, t in parts]), cat([t.ends + shift for shift, t in parts]),
+                   cat([t.labels for t in tables]), label_names, scores)
+
+    def without_scores(self) -> "SpanTable":
+        return self if self.scores is None else replace(self, scores=None)
+
+    def records(self) -> Iterator[tuple[int, int, str, float | None]]:
+        """``(start, end, label, score)`` of every span, text by text (score None when not asked for)."""
+        names = list(self.label_names) or [""]
+        scores = self.scores.tolist() if self.scores is not None else [None] * len(self.starts)
+        return zip(self.starts.tolist(), self.ends.tolist(), [names[k] for k in self.labels.tolist()], scores)
 
     def to_lists(self) -> list[list[Span]]:
         """``list[list[Span]]``, one list per text."""

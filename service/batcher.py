@@ -34,7 +34,7 @@ import numpy as np
 import torch
 
 from models.codec import Encoded
-from models.spans import Span
+from models.spans import Span, SpanTable
 
 log = logging.getLogger("seqtag.batcher")
 
@@ -73,9 +73,9 @@ class BatcherStopped(BatcherError):
 class Predictor(Protocol):
     """What the batcher needs of a pipeline (a fake in tests)."""
 
-    def predict_encoded(
+    def tag_encoded(
         self, encoded: Encoded, order: Sequence[int], scores: bool = False, forced: Any = None
-    ) -> list[list[Span]]: ...
+    ) -> SpanTable: ...
 
 
 @dataclass(frozen=True)
@@ -302,24 +302,22 @@ class Batcher:
         for work, spans in zip(batch, results):
             if work.future.done():
                 continue
-            if not work.scores:
-                spans = [Span(s.start, s.end, s.label) if s.score is not None else s for s in spans]
-            work.future.set_result(spans)
+            work.future.set_result(spans if work.scores else spans.without_scores())
 
-    def _infer(self, pieces: list[Piece], scores: bool) -> list[list[Span]]:
-        """Runs in the executor thread: one forward pass over the batch, longest piece first."""
+    def _infer(self, pieces: list[Piece], scores: bool) -> list[SpanTable]:
+        """Runs in the executor thread: one forward pass over the batch, longest piece first; each piece's
+        spans as a single-text :class:`SpanTable` (arrays: no Python object per span on this thread)."""
         pieces = self._encode(pieces)
         encoded = Encoded([p.offsets for p in pieces], [p.ids for p in pieces])
         order = sorted(range(len(pieces)), key=lambda i: -pieces[i].length)
         forced = [list(pieces[i].forced) for i in order] if any(p.forced for p in pieces) else None
         with torch.inference_mode():
-            out = self.pipeline.predict_encoded(encoded, order, scores, forced)
-        out = list(out)
-        if len(out) != len(order):
-            raise BatchFailed(f"the model returned {len(out)} results for a batch of {len(order)}")
-        results: list[list[Span]] = [[] for _ in pieces]
-        for k, i in enumerate(order):
-            results[i] = list(out[k])  # a fresh list per member: nothing is shared across a batch
+            table = self.pipeline.tag_encoded(encoded, order, scores, forced)
+        if len(table) != len(order):
+            raise BatchFailed(f"the model returned {len(table)} results for a batch of {len(order)}")
+        results: list[SpanTable] = [None] * len(pieces)  # type: ignore[list-item]
+        for k, row in zip(order, table.split_rows()):
+            results[k] = row
         now = time.monotonic()
         if now - self._last_trim > TRIM_EVERY_S:
             self._last_trim = now

@@ -15,7 +15,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from models.dictionary import Dictionary, DictionaryError, Entry
-from models.spans import Span
+from models.spans import SpanTable
 from models.textsplit import split_text
 from service.batcher import BatcherError, BatcherStopped, BatchFailed, DeadlineExceeded, Overloaded, Piece
 from service.dictionaries import DictionaryNotFound, DictionaryStore, to_entries, valid_name
@@ -190,20 +190,19 @@ class Job:
             futures[k] = future
         self.futures = futures
 
-    def spans(self) -> list[list[Span]]:
-        """Per text, its spans with offsets into the whole text (piece start added back)."""
+    def spans(self) -> list[SpanTable]:
+        """Per text, a single-text table of its spans with offsets into the whole text (piece starts added
+        back; a text that is one piece, the most common case, keeps its piece's table as it is)."""
         assert self.prepared is not None
-        out: list[list[Span]] = [[] for _ in self.texts]
+        parts: list[list[tuple[int, SpanTable]]] = [[] for _ in self.texts]
         for (i, start), future in zip(self.prepared.owners, self.futures):
-            if start:
-                out[i].extend(Span(s.start + start, s.end + start, s.label, s.score) for s in future.result())
-            else:  # a piece at the start of its text (most often the whole text): its spans as they are
-                out[i].extend(future.result())
-        return out
+            parts[i].append((start, future.result()))
+        names = self.model.pipeline.label_names
+        return [SpanTable.joined(p, names) for p in parts]
 
 
 async def run_jobs(jobs: Sequence[Job], *, settings: Settings, metrics: Metrics, scores: bool,
-                   deadline: float) -> list[list[list[Span]]]:
+                   deadline: float) -> list[list[SpanTable]]:
     """Prepare, submit and await every job; batcher errors become HTTP errors (503, 504, 500)."""
     for job in jobs:
         await job.prepare(settings, metrics)
@@ -253,28 +252,30 @@ def _score(value: float) -> float:
     return min(1.0, max(0.0, float(value)))
 
 
-def token_dicts(text: str, spans: Sequence[Span], *, with_pos: bool, utf16: bool) -> list[dict[str, Any]]:
+def token_dicts(text: str, spans: SpanTable, *, with_pos: bool, utf16: bool) -> list[dict[str, Any]]:
+    """The ``tokens`` of one text's response from its single-text table."""
     table = _utf16_offsets(text) if utf16 else None
     out = []
-    for s in spans:
-        start, end = (int(table[s.start]), int(table[s.end])) if table is not None else (s.start, s.end)
-        item: dict[str, Any] = {"text": text[s.start:s.end], "start": start, "end": end}
-        if with_pos and s.label:
-            item["pos"] = s.label
-        if s.score is not None:
-            item["score"] = _score(s.score)
+    for a, z, label, score in spans.records():
+        start, end = (int(table[a]), int(table[z])) if table is not None else (a, z)
+        item: dict[str, Any] = {"text": text[a:z], "start": start, "end": end}
+        if with_pos and label:
+            item["pos"] = label
+        if score is not None:
+            item["score"] = _score(score)
         out.append(item)
     return out
 
 
-def entity_dicts(text: str, spans: Sequence[Span], *, utf16: bool) -> list[dict[str, Any]]:
+def entity_dicts(text: str, spans: SpanTable, *, utf16: bool) -> list[dict[str, Any]]:
+    """The ``entities`` of one text's response from its single-text table."""
     table = _utf16_offsets(text) if utf16 else None
     out = []
-    for s in spans:
-        start, end = (int(table[s.start]), int(table[s.end])) if table is not None else (s.start, s.end)
-        item: dict[str, Any] = {"text": text[s.start:s.end], "label": s.label, "start": start, "end": end}
-        if s.score is not None:
-            item["score"] = _score(s.score)
+    for a, z, label, score in spans.records():
+        start, end = (int(table[a]), int(table[z])) if table is not None else (a, z)
+        item: dict[str, Any] = {"text": text[a:z], "label": label, "start": start, "end": end}
+        if score is not None:
+            item["score"] = _score(score)
         out.append(item)
     return out
 

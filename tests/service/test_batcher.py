@@ -9,7 +9,7 @@ import time
 import numpy as np
 import pytest
 
-from models.spans import Span
+from models.spans import Span, SpanTable
 from service.batcher import (
     Batcher,
     BatcherStopped,
@@ -33,7 +33,7 @@ class FakePipeline:
         self.scores_seen: list[bool] = []
         self.forced_seen: list[object] = []
 
-    def predict_encoded(self, encoded, order, scores=False, forced=None):
+    def tag_encoded(self, encoded, order, scores=False, forced=None):
         if self.gate is not None:
             assert self.gate.wait(5), "test gate never opened"
         if self.delay:
@@ -49,7 +49,13 @@ class FakePipeline:
         for i in order:
             n = len(encoded.ids[i])
             out.append([Span(0, n, str(int(encoded.ids[i][0])), 0.5 if scores else None)])
-        return out[:-1] if self.drop_one else out
+        return SpanTable.from_lists(out[:-1] if self.drop_one else out)
+
+
+def spans(table: SpanTable) -> list[Span]:
+    """The spans of a piece's result (a single-text table)."""
+    [row] = table.to_lists()
+    return row
 
 
 def piece(tag: int, length: int, forced=()) -> Piece:
@@ -80,8 +86,8 @@ def test_results_go_back_to_their_own_piece_after_sorting():
 
     fake, results = run(main())
     assert fake.batches == [[9, 5, 3, 1]]  # one batch, longest first
-    assert [r[0].label for r in results] == ["10", "11", "12", "13"]
-    assert [r[0].end for r in results] == [3, 9, 1, 5]
+    assert [spans(r)[0].label for r in results] == ["10", "11", "12", "13"]
+    assert [spans(r)[0].end for r in results] == [3, 9, 1, 5]
 
 
 def test_batch_closes_on_size_without_waiting():
@@ -208,7 +214,7 @@ def test_output_count_mismatch_fails_every_member_and_worker_goes_on():
     assert all(isinstance(o, BatchFailed) for o in outcomes)
     assert "3" in str(outcomes[0]) and "2" in str(outcomes[0])
     assert len({id(o) for o in outcomes}) == 3  # one exception object per member
-    assert after[0][0].label == "4"
+    assert spans(after[0])[0].label == "4"
 
 
 def test_inference_error_fails_the_batch_only():
@@ -223,7 +229,7 @@ def test_inference_error_fails_the_batch_only():
 
     outcomes, after, running = run(main())
     assert all(isinstance(o, BatchFailed) and "boom" in str(o) for o in outcomes)
-    assert after[0][0].label == "3" and running
+    assert spans(after[0])[0].label == "3" and running
 
 
 def test_full_queue_refuses_at_once():
@@ -246,7 +252,7 @@ def test_full_queue_refuses_at_once():
 
     error, refused_in, results = run(main())
     assert refused_in < 0.5 and error.retry_after >= 1
-    assert [r[0].label for r in results] == ["1", "2", "3"]
+    assert [spans(r)[0].label for r in results] == ["1", "2", "3"]
 
 
 def test_pieces_past_their_deadline_are_dropped_before_inference():
@@ -300,7 +306,7 @@ def test_scores_and_forced_spans_are_per_request():
     fake, results = run(main())
     assert len(fake.batches) == 1 and fake.scores_seen == [True]
     assert fake.forced_seen == [[[Span(0, 2)], []]]  # in the model's (length) order
-    assert results[0][0].score is None and results[1][0].score == 0.5
+    assert spans(results[0])[0].score is None and spans(results[1])[0].score == 0.5
 
 
 def test_stop_drains_or_fails_pending_and_refuses_new_work():
@@ -312,7 +318,7 @@ def test_stop_drains_or_fails_pending_and_refuses_new_work():
         assert not b.running
         with pytest.raises(BatcherStopped):
             b.submit([piece(9, 1)])
-        drained_results = [f.result()[0].label for f in drained]
+        drained_results = [spans(f.result())[0].label for f in drained]
 
         fake2 = FakePipeline()
         fake2.gate = threading.Event()
@@ -328,7 +334,7 @@ def test_stop_drains_or_fails_pending_and_refuses_new_work():
 
     drained, busy, pending_error = run(main())
     assert drained == ["1", "2", "3"]
-    assert busy[0].label == "1"  # the batch already running finished
+    assert spans(busy)[0].label == "1"  # the batch already running finished
     assert isinstance(pending_error, BatcherStopped)
 
 
@@ -362,5 +368,5 @@ def test_text_pieces_are_encoded_per_batch_and_misaligned_forced_spans_dropped()
     fake, results = run(main())
     assert fake.batches == [[5, 3]]  # units: 5 characters; "ab12", "工", "作"
     assert fake.forced_seen == [[[Span(2, 4, "")], []]]
-    assert [r[0].end for r in results] == [5, 3]
+    assert [spans(r)[0].end for r in results] == [5, 3]
     assert Piece(None, None, (), "ab12 工作").length == 7  # characters before encoding

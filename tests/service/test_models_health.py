@@ -157,13 +157,13 @@ def test_reload_while_requests_are_in_flight(make_settings, own_models_dir, trai
     async def main():
         async with async_client(app) as http:
             old = app.state.registry.get("zh-seg")
-            slow_predict = old.pipeline.predict_encoded
+            slow_predict = old.pipeline.tag_encoded
 
             def slow(*args, **kwargs):
                 time.sleep(0.3)
                 return slow_predict(*args, **kwargs)
 
-            old.pipeline.predict_encoded = slow
+            old.pipeline.tag_encoded = slow
             shutil.rmtree(own_models_dir / "zh-seg")
             shutil.copytree(trained["seg2"], own_models_dir / "zh-seg")
             requests = [asyncio.create_task(http.post("/v1/segment", json={"texts": ["我们喜欢音乐。"] * 3}))
