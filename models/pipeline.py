@@ -114,19 +114,6 @@ class Pipeline:
         where[np.asarray(rows, dtype=np.int64)] = np.arange(len(rows))  # text i is row where[i]
         return SpanTable.concat(parts, self.label_names).take(where)
 
-    def predict_encoded(
-        self,
-        encoded: Encoded,
-        order: Sequence[int],
-        scores: bool = False,
-        forced: Sequence[Sequence[Span]] | None = None,
-    ) -> list[list[Span]]:
-        """Tag the encoded texts ``order`` (one batch) and map tags back to character spans.
-
-        ``forced[k]`` belongs to text ``order[k]``.
-        """
-        return self.tag_encoded(encoded, order, scores, forced).to_lists()
-
     def tag_encoded(
         self,
         encoded: Encoded,
@@ -134,7 +121,8 @@ class Pipeline:
         scores: bool = False,
         forced: Sequence[Sequence[Span]] | None = None,
     ) -> SpanTable:
-        """:meth:`predict_encoded` as a :class:`SpanTable` (row k = text ``order[k]``)."""
+        """Tag the encoded texts ``order`` (one batch) and map tags back to character spans: row k of the
+        table is text ``order[k]``, and ``forced[k]`` belongs to it."""
         was_training = self.tagger.training
         self.tagger.eval()
         batch = self.codec.batch(encoded, order)
