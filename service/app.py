@@ -15,7 +15,7 @@ from fastapi.middleware.cors import CORSMiddleware
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from models.pipeline import pick_device
+from models.pipeline import pick_device, usable_cores
 from service.dictionaries import DictionaryStore
 from service.errors import error_response, install_error_handlers
 from service.fastpath import TaggingFastPath
@@ -74,7 +74,7 @@ def serving_threads(setting: int, cores: int | None = None) -> int:
     if setting:
         return setting
     if cores is None:
-        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+        cores = usable_cores()
     return max(1, cores - 1)
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import os
 import math
 import sys
 from pathlib import Path
@@ -597,6 +598,30 @@ def test_predict_broken_checkpoints(seg_run, tmp_path, capsys, monkeypatch, brea
 def test_evaluate_missing_data(seg_run, tmp_path, capsys):
     line = cli_error(capsys, "evaluate", str(seg_run / "best"), str(tmp_path / "gold.txt"))
     assert "gold.txt" in line and "file not found" in line
+
+
+def test_predict_and_evaluate_with_parallel_batches(seg_run, tmp_path, capsys):
+    """--workers tags several batches at once: the same output as one at a time; 0 is a usage error."""
+    data = tmp_path / "input.txt"
+    data.write_text("\n".join(PREDICT_LINES * 3) + "\n", encoding="utf-8")
+    threads = torch.get_num_threads()
+    try:
+        outputs = []
+        for workers in ("1", "3"):
+            status, out, _ = run_cli(capsys, "predict", str(seg_run / "best"), str(data), "--device", "cpu",
+                                     "--batch-size", "2", "--workers", workers, "--format", "jsonl")
+            assert status == 0
+            outputs.append(out)
+        assert outputs[0] == outputs[1] and len(outputs[0].splitlines()) == 3 * len(PREDICT_LINES)
+        assert torch.get_num_threads() == max(1, len(os.sched_getaffinity(0)) // 3)  # cores shared out
+        gold = tmp_path / "gold.seg"
+        gold.write_text("我们 在 北京 工作 。\n他 喜欢 音乐 。\n", encoding="utf-8")
+        status, out, _ = run_cli(capsys, "evaluate", str(seg_run / "best"), str(gold), "--workers", "2", "--json")
+        assert status == 0 and json.loads(out)["sentences"] == 2
+        line = cli_error(capsys, "predict", str(seg_run / "best"), str(data), "--workers", "0")
+        assert "--workers must be at least 1" in line
+    finally:
+        torch.set_num_threads(threads)
 
 
 def test_predict_missing_input(seg_run, tmp_path, capsys):

@@ -397,6 +397,24 @@ def test_extend_embeddings_keeps_old_outputs():
     assert tagger.unit_embed is table
 
 
+def test_parallel_batches_give_the_same_answers(codec):
+    """predict(workers=N) tags N planned batches at once on threads; answers and their order are unchanged."""
+    texts = ["我们在北京工作。", "", "他喜欢音乐和电影，也喜欢看书。", "iPhone15 很贵", "北京", "  ", "我爱北京天安门"] * 3
+    tags = tag_vocabulary(TagScheme.BMES, [""], outside=False)
+    for encoder in ("lstm", "cnn"):
+        torch.manual_seed(0)
+        tagger = build_tagger(TaggerConfig(hidden=8, unit_dim=8, bigram_dim=4, encoder=encoder), codec,
+                              TagScheme.BMES, tags)
+        pipeline = Pipeline(tagger.eval(), codec, ModelMeta("seg", TagScheme.BMES, tags), torch.device("cpu"))
+        one = pipeline.predict(texts, max_batch=2, scores=True)
+        assert pipeline.predict(texts, max_batch=2, scores=True, workers=4) == one
+        assert pipeline.predict(texts, workers=4) == pipeline.predict(texts)  # one batch: no threads needed
+        # one batch per core for the recurrent encoder on a CPU; the convolutional one shares torch threads
+        assert pipeline.batch_workers(6) == (6 if encoder == "lstm" else 1)
+    with pytest.raises(ValueError, match="workers"):
+        pipeline.predict(texts, workers=0)
+
+
 def test_words_never_span_whitespace_unless_forced():
     """seg/pos: a unit after whitespace starts a word; a forced dictionary word may still cross it."""
     torch.manual_seed(0)
