@@ -13,7 +13,7 @@ import torch
 
 from bench.common import (REPO_ROOT, SMOKE_SENTENCES, Context, ModelInfo, Table, TextSource, median, ratio,
                           read_seg_lines, skipped, timed)
-from models.pipeline import Pipeline, plan_batches
+from models.pipeline import Pipeline, plan_batches, usable_cores
 from models.tagger import Tagger
 
 BATCH_SIZES = (1, 8, 64, 256)
@@ -74,10 +74,18 @@ def lac_tagging() -> tuple[Tagging | None, str]:
 def throughput(ctx: Context, source: TextSource, pipelines: list[tuple[ModelInfo, Pipeline]]) -> Table:
     table = Table(TITLES[0], ["tagger", "batch size", "chars/s", "s per pass", "first pass s", "seqtag / jieba",
                               "seqtag / LAC"])
-    runs: dict[tuple[str, int | None], Tagging] = {}
+    runs: dict[tuple[str, int | str | None], Tagging] = {}
+    cores = usable_cores()
+    parallel: dict[str, int] = {}
     for model, pipeline in pipelines:
         for size in BATCH_SIZES:
             runs[(model.name, size)] = lambda texts, p=pipeline, b=size: p.predict(texts, max_batch=b)
+        workers = pipeline.batch_workers(cores)
+        if workers > 1:  # what `seqtag predict` does with this model: batches side by side, cores shared out
+            parallel[model.name] = workers
+            runs[(model.name, f"{BATCH_SIZES[-1]}, {workers} at once")] = (
+                lambda texts, p=pipeline, w=workers: with_threads(max(1, cores // w), p.predict, texts,
+                                                                  max_batch=BATCH_SIZES[-1], workers=w))
     jieba_run, jieba_note = jieba_tagging()
     lac_run, lac_note = lac_tagging()
     if jieba_run:
@@ -110,10 +118,23 @@ def throughput(ctx: Context, source: TextSource, pipelines: list[tuple[ModelInfo
         f"seqtag: `Pipeline.predict(texts, max_batch=B)` on {ctx.device}, {torch.get_num_threads()} torch threads, "
         "float32" + (f" (dynamic int8 on CPU, as shipped: {', '.join(int8)})" if int8 else "")
         + "; ratios are chars/s over chars/s measured in this run",
+        *([f"\"B, W at once\": `Pipeline.predict(texts, max_batch=B, workers=W)`, W batches tagged side by side on "
+           f"threads with {cores} cores // W torch threads each (what `seqtag predict` and `seqtag evaluate` do "
+           f"with a recurrent model on a CPU): {', '.join(parallel)}"] if parallel else []),
         jieba_note,
         lac_note,
     ]
     return table
+
+
+def with_threads(threads: int, call: Callable, *args: Any, **kwargs: Any) -> Any:
+    """``call(*args, **kwargs)`` with ``threads`` torch threads, the setting restored after."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        return call(*args, **kwargs)
+    finally:
+        torch.set_num_threads(before)
 
 
 # ---- 2. whole process: start-up + reading + tagging + writing ------------------------------------------------
@@ -177,7 +198,8 @@ def whole_process(ctx: Context, source: TextSource) -> Table:
         + (f"; train text: {big_origin} with the spaces removed, {inputs['train text'][1]:,} characters "
            "(start-up matters less); empty file: start-up alone" if big_origin else ""),
         f"seqtag: `python -m training.cli predict MODEL FILE --output OUT --device {ctx.device.type}` "
-        f"(= `seqtag predict`, batch size 256), MODEL = {first.name} unless named in the row",
+        f"(= `seqtag predict`, batch size 256; on a CPU a Bi-LSTM model's batches go one per core at once, a CNN "
+        f"model's one at a time on all cores), MODEL = {first.name} unless named in the row",
         "jieba: `python -m jieba -q -d ' ' FILE > OUT` (default mode, HMM on)" if has_jieba
         else "jieba: not measured (not installed; `pip install -e .[bench]`)",
     ]
