@@ -131,8 +131,13 @@ class Pipeline:
             return self.tag_encoded(encoded, order, scores, [forced[i] for i in order] if forced is not None else None)
 
         if workers > 1 and len(plan) > 1:  # torch releases the GIL inside its operations
-            with ThreadPoolExecutor(min(workers, len(plan)), thread_name_prefix="seqtag-predict") as pool:
-                parts = list(pool.map(tag, plan))
+            was_training = self.tagger.training
+            self.tagger.eval()  # once for all threads (tag_encoded's own switch back is per call)
+            try:
+                with ThreadPoolExecutor(min(workers, len(plan)), thread_name_prefix="seqtag-predict") as pool:
+                    parts = list(pool.map(tag, plan))
+            finally:
+                self.tagger.train(was_training)
         else:
             parts = [tag(order) for order in plan]
         rows = [i for order in plan for i in order]

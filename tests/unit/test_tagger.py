@@ -409,6 +409,9 @@ def test_parallel_batches_give_the_same_answers(codec):
         one = pipeline.predict(texts, max_batch=2, scores=True)
         assert pipeline.predict(texts, max_batch=2, scores=True, workers=4) == one
         assert pipeline.predict(texts, workers=4) == pipeline.predict(texts)  # one batch: no threads needed
+        tagger.train()  # a model in training mode (the trainer's own evaluation) is tagged in eval mode, and left
+        assert pipeline.predict(texts, max_batch=2, scores=True, workers=4) == one and tagger.training
+        tagger.eval()
         # one batch per core for the recurrent encoder on a CPU; the convolutional one shares torch threads
         assert pipeline.batch_workers(6) == (6 if encoder == "lstm" else 1)
     with pytest.raises(ValueError, match="workers"):
