@@ -3,6 +3,7 @@ runs (start-up included), encoder GFLOP/s against this machine's float32 matmul 
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import subprocess
 import sys
@@ -339,7 +340,9 @@ def cuda_batches(ctx: Context, source: TextSource, pipelines: list[tuple[ModelIn
     texts = source.texts * copies
     chars = source.chars * copies
     longest = max(len(t) for t in texts)
-    outputs = {"Span lists": Pipeline.predict, "SpanTable arrays": Pipeline.predict_table}
+    outputs = {"Span lists": Pipeline.predict, "SpanTable arrays": Pipeline.predict_table,
+               # two threads: one prepares a batch on the host while the other's batch runs on the device
+               "SpanTable arrays, 2 threads": functools.partial(Pipeline.predict_table, workers=2)}
     for _, pipeline in pipelines:  # warm-up pass: cuDNN plans and the caching allocator settle per shape
         for size in CUDA_BATCH_SIZES:
             pipeline.predict_table(texts, max_batch=size, max_units=size * longest)
@@ -357,7 +360,8 @@ def cuda_batches(ctx: Context, source: TextSource, pipelines: list[tuple[ModelIn
     table.notes += [
         f"text: {source.describe()}, repeated {copies}× ({len(texts):,} sentences) so the big batches fill; "
         f"`Pipeline.predict(texts, max_batch=B, max_units=B × longest)` (Span lists) and `Pipeline.predict_table` "
-        f"(the same spans as flat arrays, no Python object per span) on {ctx.device}, float32, decoding "
+        f"(the same spans as flat arrays, no Python object per span; \"2 threads\": `workers=2`, two batches "
+        f"in flight, so one's host work overlaps the other's device work) on {ctx.device}, float32, decoding "
         f"included; medians over {ctx.repeats_text} after one warm-up pass",
     ]
     if ctx.device.type != "cuda":
