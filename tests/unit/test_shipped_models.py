@@ -78,3 +78,17 @@ def test_readme_commands_exist():
     assert "make serve" in readme and "make test" in readme
     ci = (ROOT / ".ci" / "run").read_text(encoding="utf-8")
     assert re.search(r"^\s*make test\b", ci, re.M), ".ci/run must call the README's test command"
+
+
+def test_readme_python_example_runs(capsys, monkeypatch):
+    """The README's "In Python" block runs as written (from the repository root) and tags as it says."""
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    block = readme.split("### In Python", 1)[1].split("```python\n", 1)[1].split("```", 1)[0]
+    monkeypatch.chdir(ROOT)
+    namespace: dict = {}
+    exec(compile(block, "README.md", "exec"), namespace)  # noqa: S102 - our own documentation
+    printed = capsys.readouterr().out.splitlines()
+    assert len(printed) == 2 and "'北京'" in printed[0]
+    assert namespace["table"].counts.tolist() == [len(spans) for spans in namespace["nlp"].predict(namespace["texts"])]
+    forced = namespace["nlp"].predict(namespace["texts"], forced=[[namespace["Span"](4, 7)], []])[0]
+    assert (4, 7) in [(s.start, s.end) for s in forced]
