@@ -182,23 +182,28 @@ def _long_text(chars: int, seed: int) -> tuple[str, list[str]]:
     return "".join(sentences), sentences
 
 
-def test_long_text_is_tagged_in_windows_with_exact_offsets(client):
+@pytest.mark.parametrize("scores", [False, True])
+def test_long_text_is_tagged_in_windows_with_exact_offsets(client, scores):
     text, sentences = _long_text(5000, seed=3)
     assert len(text) >= 5000
     for endpoint in ("segment", "pos", "ner"):
-        whole = post(client, endpoint, text=text)["results"][0]
+        whole = post(client, endpoint, text=text, scores=scores)["results"][0]
         key = "entities" if endpoint == "ner" else "tokens"
         spans_ok(text, whole[key])
+        assert all(("score" in item) == scores for item in whole[key])  # scores travel with joined windows
         if endpoint != "ner":
             assert "".join(t["text"] for t in whole["tokens"]) == text  # covers it exactly, in order
         # the same as tagging each sentence alone, shifted to its place
-        pieces = post(client, endpoint, texts=sentences)["results"]
+        pieces = post(client, endpoint, texts=sentences, scores=scores)["results"]
         expected, start = [], 0
         for sentence, result in zip(sentences, pieces):
             for item in result[key]:
                 expected.append(item | {"start": item["start"] + start, "end": item["end"] + start})
             start += len(sentence)
-        assert whole[key] == expected
+        # (scores: equal up to float rounding, which may differ between batch shapes)
+        assert [{**i, "score": None} for i in whole[key]] == [{**i, "score": None} for i in expected]
+        assert [i.get("score", 0) for i in whole[key]] == pytest.approx([i.get("score", 0) for i in expected],
+                                                                         abs=1e-5)
 
 
 def test_long_text_without_sentence_ends_uses_fixed_windows(client):
