@@ -334,10 +334,17 @@ def _viterbi_numpy_sparse(
         nxt = np.empty_like(live)
         ptr = pointers[t, :n]
         for tags, preds, weights, shared, flat, offsets in steps:
-            cand = (live[:, preds][:, None, :] if shared else live[:, preds]) + weights  # (b, n_tags, k)
-            pick = cand.argmax(axis=2)
-            best = np.take_along_axis(cand, pick[..., None], 2)[..., 0]
-            prev = preds[pick] if shared else flat[pick + offsets]
+            if not shared and preds.shape[1] == 2:  # I-/M-/E- tags: two predecessors, compared directly
+                first = live[:, preds[:, 0]] + weights[:, 0]  # (b, n_tags)
+                second = live[:, preds[:, 1]] + weights[:, 1]
+                later = second > first  # a tie keeps the lower tag, as argmax does
+                best = np.where(later, second, first)
+                prev = np.where(later, preds[:, 1], preds[:, 0])
+            else:
+                cand = (live[:, preds][:, None, :] if shared else live[:, preds]) + weights  # (b, n_tags, k)
+                pick = cand.argmax(axis=2)
+                best = np.take_along_axis(cand, pick[..., None], 2)[..., 0]
+                prev = preds[pick] if shared else flat[pick + offsets]
             worse = best < escape
             if worse.any():
                 best = np.where(worse, escape, best)
