@@ -6,8 +6,9 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import os
 import math
+import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -622,6 +623,37 @@ def test_predict_and_evaluate_with_parallel_batches(seg_run, tmp_path, capsys):
         assert "--workers must be at least 1" in line
     finally:
         torch.set_num_threads(threads)
+
+
+def test_the_program_flushes_before_its_quick_exit(seg_run, tmp_path):
+    """As a program, predict and evaluate skip the interpreter's teardown: every line must still come out, a
+    reader that stops early ends it quietly (status 141, as SIGPIPE), and errors still exit 2."""
+    data = tmp_path / "input.txt"
+    lines = [f"我们在北京工作{i}。" for i in range(3000)]  # far more than one stdout buffer
+    data.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    program = [sys.executable, "-m", "training.cli"]
+    done = subprocess.run([*program, "predict", str(seg_run / "best"), str(data), "--device", "cpu"],
+                          capture_output=True, text=True, encoding="utf-8", timeout=120)
+    assert done.returncode == 0, done.stderr
+    out = done.stdout.split("\n")
+    assert len(out) == 3001 and out[-1] == "" and out[-2].replace(" ", "") == lines[-1]
+    gold = tmp_path / "gold.seg"
+    gold.write_text("我们 在 北京 工作 。\n", encoding="utf-8")
+    done = subprocess.run([*program, "evaluate", str(seg_run / "best"), str(gold), "--json"],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and json.loads(done.stdout)["sentences"] == 1, done.stderr
+    big = tmp_path / "big.txt"  # output far beyond a pipe's buffer, so the writer meets the closed pipe
+    big.write_text("\n".join(lines * 10) + "\n", encoding="utf-8")
+    reader = subprocess.Popen([*program, "predict", str(seg_run / "best"), str(big), "--device", "cpu"],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    reader.stdout.readline()
+    reader.stdout.close()  # like `| head -1`
+    assert reader.wait(timeout=120) == 141
+    assert b"Traceback" not in reader.stderr.read()
+    reader.stderr.close()
+    done = subprocess.run([*program, "predict", str(tmp_path / "no-model"), str(data)], capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 2 and done.stderr.startswith("seqtag: error:")
 
 
 def test_predict_missing_input(seg_run, tmp_path, capsys):
