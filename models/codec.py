@@ -499,10 +499,12 @@ class Codec:
     def batch(self, encoded: Encoded, order: Sequence[int] | None = None) -> Batch:
         """Pad (a subset, in ``order``, of) encoded texts into a :class:`Batch`."""
         if order is None:
-            flat, lengths = encoded.flat_ids, encoded.counts
-        else:
-            pick, lengths = encoded.rows(order)
-            flat = encoded.flat_ids[pick]
+            return self.pad(encoded.flat_ids, encoded.counts)
+        pick, lengths = encoded.rows(order)
+        return self.pad(encoded.flat_ids[pick], lengths)
+
+    def pad(self, flat: np.ndarray, lengths: np.ndarray) -> Batch:
+        """Rows of unit ids given one after the other (``lengths[k]`` ids for row k) -> a padded :class:`Batch`."""
         width = max(int(lengths.max()) if len(lengths) else 0, 1)
         # each unit's place in the padded (B, width) array: one scatter puts all rows' ids there
         firsts = np.cumsum(lengths) - lengths

@@ -156,8 +156,8 @@ class Pipeline:
         table is text ``order[k]``, and ``forced[k]`` belongs to it."""
         was_training = self.tagger.training
         self.tagger.eval()
-        batch = self.codec.batch(encoded, order)
         pick, lengths = encoded.rows(order)
+        batch = self.codec.pad(encoded.flat_ids[pick], lengths)
         flat_offsets = encoded.flat_offsets[pick]  # the batch's units, row by row
         width = batch.unit_ids.shape[1]
         tag_mask = None
