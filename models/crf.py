@@ -250,32 +250,37 @@ def _viterbi_numpy(
     applied) -> best tags (B, L), 0 at padding, and their scores (B,).
 
     Arrays are laid out (L, T, B) so every step reduces over whole contiguous rows of sentences,
-    and each step only touches the sentences still running (a prefix when lengths are longest
-    first, as planned batches are).
+    and each step only touches the sentences still running: a prefix, rows being taken longest
+    first (as planned batches come; sorted here and back if they are not).
     """
+    em, lengths, back = _longest_first(em, lengths)
     batch, length, num_tags = em.shape
     steps = np.ascontiguousarray(em.transpose(1, 2, 0))  # (L, T, B)
     score = start[:, None] + steps[0]  # (T, B)
     pointers = np.empty((length, num_tags, batch), dtype=np.int64)
     pointers[:] = np.arange(num_tags)[:, None]  # padding points back to the same tag
     across = trans[:, :, None]  # (T previous, T next, 1)
-    if bool((lengths[:-1] >= lengths[1:]).all()):  # rows with length > t: a prefix, counted once for all t
-        running = np.searchsorted(-lengths, -np.arange(length), side="left").tolist()
-        for t in range(1, length):
-            n = running[t]
-            if n == 0:
-                break
-            cand = score[:, None, :n] + across  # (T previous, T next, b)
-            pointers[t, :, :n] = cand.argmax(axis=0)
-            np.add(cand.max(axis=0), steps[t, :, :n], out=score[:, :n])
-    else:
-        for t in range(1, length):
-            alive = np.flatnonzero(lengths > t)
-            cand = score[:, None, alive] + across
-            pointers[t][:, alive] = cand.argmax(axis=0)
-            score[:, alive] = cand.max(axis=0) + steps[t][:, alive]
+    running = np.searchsorted(-lengths, -np.arange(length), side="left").tolist()  # rows with length > t
+    for t in range(1, length):
+        n = running[t]
+        if n == 0:
+            break
+        cand = score[:, None, :n] + across  # (T previous, T next, b)
+        pointers[t, :, :n] = cand.argmax(axis=0)
+        np.add(cand.max(axis=0), steps[t, :, :n], out=score[:, :n])
     # the (B, T) views of the final scores and of each step's pointers
-    return _backtrack((score + end[:, None]).T, pointers.transpose(0, 2, 1), lengths, em.dtype)
+    tags, best_score = _backtrack((score + end[:, None]).T, pointers.transpose(0, 2, 1), lengths, em.dtype)
+    return (tags, best_score) if back is None else (tags[back], best_score[back])
+
+
+def _longest_first(em: np.ndarray, lengths: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """The batch's rows longest first (stable), and the order that puts results back (None: already so)."""
+    if len(lengths) < 2 or bool((lengths[:-1] >= lengths[1:]).all()):
+        return em, lengths, None
+    order = np.argsort(-lengths, kind="stable")
+    back = np.empty_like(order)
+    back[order] = np.arange(len(order))
+    return em[order], lengths[order], back
 
 
 def _backtrack(final: np.ndarray, pointers: np.ndarray, lengths: np.ndarray, dtype: np.dtype
@@ -308,11 +313,8 @@ def _viterbi_numpy_sparse(
     argmax breaks it (tests compare paths and scores bit for bit).
     Layout (B, T), rows longest first (sorted here and back if they are not).
     """
+    em, lengths, back = _longest_first(em, lengths)
     batch, length, num_tags = em.shape
-    order = None
-    if batch > 1 and not bool((lengths[:-1] >= lengths[1:]).all()):
-        order = np.argsort(-lengths, kind="stable")
-        em, lengths = em[order], lengths[order]
     score = start[None, :] + em[:, 0]  # (B, T)
     pointers = np.empty((length, batch, num_tags), dtype=np.int64)
     pointers[:] = np.arange(num_tags)  # padding points back to the same tag
@@ -357,11 +359,7 @@ def _viterbi_numpy_sparse(
         nxt += em[:n, t]
         score[:n] = nxt
     tags, best_score = _backtrack(score + end[None, :], pointers, lengths, em.dtype)
-    if order is not None:
-        back = np.empty_like(order)
-        back[order] = np.arange(batch)
-        tags, best_score = tags[back], best_score[back]
-    return tags, best_score
+    return (tags, best_score) if back is None else (tags[back], best_score[back])
 
 
 def _check_allowed(allowed: Tensor | None, num_tags: int) -> Tensor:
