@@ -548,6 +548,15 @@ class Codec:
         return aligned, misaligned
 
     @staticmethod
+    def on_boundaries(offsets: np.ndarray, spans: Sequence[Span]) -> tuple[Span, ...]:
+        """The spans that fall on unit boundaries; the others (a dictionary word matching half a Latin run,
+        say) are left out."""
+        if not spans:
+            return ()
+        misaligned = set(Codec.align(offsets, spans)[1])
+        return tuple(span for span in spans if span not in misaligned)
+
+    @staticmethod
     def to_spans(offsets: np.ndarray, unit_spans: Iterable[tuple[int, int, str]]) -> list[Span]:
         """Unit spans back to character spans on the original text."""
         return [Span(int(offsets[i, 0]), int(offsets[j - 1, 1]), label) for i, j, label in unit_spans]

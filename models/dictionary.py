@@ -14,11 +14,23 @@ Matching rule (documented precedence):
 
 An entry is ``"text"`` (force a word / an entity of any type) or
 ``("text", "LABEL")`` (force that POS tag or entity type).
+
+Files (:func:`read_dictionary`, for ``seqtag predict --dictionary`` and ``evaluate``): the service's stored JSON
+(``{"entries": ["word", {"text": ..., "label": ...}, ...]}``, or just the list), or text, one entry per line:
+
+* ``word``, ``word LABEL``, or jieba's user-dictionary line ``word FREQ [TAG]`` (a number in the second
+  field is a frequency: seqtag has no use for it and drops it);
+* fields are separated by whitespace, or only by tabs on a line that has a tab (so a word may contain a
+  space: ``New York<TAB>LOC``);
+* blank lines and lines starting with ``#`` are skipped; UTF-8, with or without a byte-order mark.
 """
 
 from __future__ import annotations
 
-from typing import Callable, Iterable
+import json
+import re
+from pathlib import Path
+from typing import Any, Callable, Iterable
 
 from models.spans import Span
 
@@ -39,7 +51,7 @@ class Dictionary:
             self.add(entry)
 
     def add(self, entry: Entry) -> None:
-        text, label = (entry, "") if isinstance(entry, str) else entry
+        text, label = (entry, "") if isinstance(entry, str) else (entry if _is_pair(entry) else (None, None))
         if not isinstance(text, str) or not isinstance(label, str):
             raise DictionaryError("a dictionary entry is a string or a (text, label) pair of strings")
         if not text.strip() or len(text) > MAX_ENTRY_CHARS:
@@ -73,3 +85,90 @@ class Dictionary:
             else:
                 i += 1
         return spans
+
+
+def _is_pair(value: Any) -> bool:
+    return isinstance(value, (tuple, list)) and len(value) == 2
+
+
+def to_entries(raw: Iterable[Any]) -> list[Entry]:
+    """``"text"`` / ``{"text", "label"}`` / ``(text, label)`` -> dictionary entries; validates each."""
+    entries: list[Entry] = []
+    probe = Dictionary()
+    for i, item in enumerate(raw):
+        if isinstance(item, dict):
+            text, label = item.get("text"), item.get("label") or ""
+            entry: Entry = (text, label) if label else text  # type: ignore[assignment]
+        elif isinstance(item, (list, tuple)) and len(item) == 2:
+            entry = (item[0], item[1]) if item[1] else item[0]
+        else:
+            entry = item
+        try:
+            probe.add(entry)
+        except DictionaryError as exc:
+            raise DictionaryError(f"entry {i}: {exc}") from None
+        entries.append(entry)
+    return entries
+
+
+def entries_to_json(entries: Iterable[Entry]) -> list[Any]:
+    return [e if isinstance(e, str) else {"text": e[0], "label": e[1]} for e in entries]
+
+
+_FREQUENCY = re.compile(r"[0-9]+(\.[0-9]*)?([eE][+-]?[0-9]+)?")
+
+
+def parse_entry_line(line: str) -> Entry | None:
+    """One line of a text dictionary -> its entry (None for a blank or ``#`` comment line); see the module's
+    docstring for the forms. Raises :class:`DictionaryError` for anything else."""
+    raw, line = line.rstrip("\r\n"), line.strip()
+    if not line or line.startswith("#"):
+        return None
+    fields = [f.strip() for f in raw.split("\t")] if "\t" in raw else line.split()
+    fields = [f for f in fields if f]
+    text, rest = fields[0], fields[1:]
+    if rest and _FREQUENCY.fullmatch(rest[0]):
+        rest = rest[1:]  # jieba's frequency
+    if len(rest) > 1:
+        raise DictionaryError(f"expected 'word', 'word LABEL' or 'word FREQUENCY LABEL', got {len(fields)} fields "
+                              "(separate fields with a tab when a word contains spaces)")
+    entry: Entry = (text, rest[0]) if rest else text
+    Dictionary().add(entry)  # the same checks as every entry
+    return entry
+
+
+def read_dictionary(path: str | Path) -> list[Entry]:
+    """The entries of a dictionary file (JSON as the service stores them, or text lines; see the module's
+    docstring). Errors name the file, and the line or entry."""
+    path = Path(path)
+    try:
+        content = path.read_bytes().decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise DictionaryError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+    head = content.lstrip()[:1]
+    if path.suffix.lower() == ".json" or head in ("{", "["):
+        try:
+            data = json.loads(content)
+        except json.JSONDecodeError as exc:
+            raise DictionaryError(f"{path}: not valid JSON (line {exc.lineno}: {exc.msg})") from None
+        raw = data.get("entries") if isinstance(data, dict) else data
+        if not isinstance(raw, list):
+            raise DictionaryError(f'{path}: expected a list of entries, or {{"entries": [...]}}')
+        try:
+            return to_entries(raw)
+        except DictionaryError as exc:
+            raise DictionaryError(f"{path}: {exc}") from None
+    entries: list[Entry] = []
+    for number, line in enumerate(content.splitlines(), 1):
+        try:
+            entry = parse_entry_line(line)
+        except DictionaryError as exc:
+            raise DictionaryError(f"{path}, line {number}: {exc}") from None
+        if entry is not None:
+            entries.append(entry)
+    return entries
+
+
+def without_labels(entries: Iterable[Entry]) -> list[str]:
+    """Just the words: each entry forces its text, with no tag or entity type."""
+    return [e if isinstance(e, str) else e[0] for e in entries]

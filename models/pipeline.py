@@ -7,13 +7,14 @@ import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Iterable, Sequence
 
 import numpy as np
 import torch
 
 from models.checkpoint import ModelMeta, load_checkpoint
 from models.codec import Codec, Encoded
+from models.dictionary import Dictionary, DictionaryError, Entry
 from models.schemes import OUTSIDE, TagScheme, split_tag, tags_to_spans
 from models.spans import Span, SpanTable
 from models.tagger import Tagger
@@ -100,16 +101,33 @@ class Pipeline:
         max_batch: int = 256,
         max_units: int = 16384,
         forced: Sequence[Sequence[Span]] | None = None,
+        dictionary: Dictionary | Iterable[Entry] | None = None,
         workers: int = 1,
     ) -> list[list[Span]]:
         """Spans for every text: words (seg), tagged words (pos) or entities (ner).
 
         ``forced[i]`` are character spans that must come out whole in text ``i``
         (label "" = any label), honoured inside the decoder (constrained Viterbi).
+        ``dictionary``: user dictionary entries (``"word"`` or ``("word", "LABEL")``), or a
+        :meth:`dictionary` built from them; its words found in a text are forced there, by the rules of
+        :mod:`models.dictionary` (leftmost-longest; matches off unit boundaries are skipped).
         ``workers``: batches tagged at once, each on its own thread (see :meth:`batch_workers`).
         """
         return self.predict_table(texts, scores=scores, max_batch=max_batch, max_units=max_units,
-                                  forced=forced, workers=workers).to_lists()
+                                  forced=forced, dictionary=dictionary, workers=workers).to_lists()
+
+    def dictionary(self, entries: Iterable[Entry]) -> Dictionary:
+        """A matcher for ``entries`` that finds them as this model's codec normalises text (full-width,
+        case, ...). Raises :class:`~models.dictionary.DictionaryError` for a label the model lacks."""
+        return self._checked(Dictionary(entries, normalize=self.codec.normalize))
+
+    def _checked(self, dictionary: Dictionary) -> Dictionary:
+        unknown = sorted(dictionary.labels - set(self.meta.labels))
+        if unknown:
+            have = ", ".join(self.meta.labels) or "none: it only segments"
+            raise DictionaryError(f"dictionary label(s) {', '.join(map(repr, unknown))} are not labels of this "
+                                  f"{self.task} model (labels: {have})")
+        return dictionary
 
     def predict_table(
         self,
@@ -119,12 +137,20 @@ class Pipeline:
         max_batch: int = 256,
         max_units: int = 16384,
         forced: Sequence[Sequence[Span]] | None = None,
+        dictionary: Dictionary | Iterable[Entry] | None = None,
         workers: int = 1,
     ) -> SpanTable:
         """:meth:`predict` as one :class:`SpanTable` (flat arrays, no :class:`Span` objects)."""
         if workers < 1:
             raise ValueError(f"workers must be >= 1, not {workers}")
         encoded = self.codec.encode(texts)
+        if dictionary is not None:
+            if forced is not None:
+                raise ValueError("give forced spans or a dictionary, not both")
+            matcher = self._checked(dictionary) if isinstance(dictionary, Dictionary) else self.dictionary(dictionary)
+            if len(matcher):
+                forced = [self.codec.on_boundaries(encoded.offsets[i], matcher.find(text))
+                          for i, text in enumerate(texts)]
         plan = plan_batches(encoded.lengths, max_batch, max_units)
 
         def tag(order: list[int]) -> SpanTable:

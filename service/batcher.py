@@ -333,11 +333,8 @@ class Batcher:
         encoded = codec.encode([pieces[k].text or "" for k in todo])
         out = list(pieces)
         for j, k in enumerate(todo):
-            offsets, forced = encoded.offsets[j], pieces[k].forced
-            if forced:
-                misaligned = set(codec.align(offsets, forced)[1])
-                forced = tuple(span for span in forced if span not in misaligned)
-            out[k] = Piece(encoded.ids[j], offsets, forced)
+            offsets = encoded.offsets[j]
+            out[k] = Piece(encoded.ids[j], offsets, codec.on_boundaries(offsets, pieces[k].forced))
         return out
 
     # ---- helpers ---------------------------------------------------------

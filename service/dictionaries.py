@@ -14,9 +14,9 @@ import re
 import tempfile
 import threading
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any, Callable
 
-from models.dictionary import Dictionary, DictionaryError, Entry
+from models.dictionary import Dictionary, DictionaryError, Entry, entries_to_json, to_entries  # noqa: F401 (re-exported)
 from service.settings import NAME_PATTERN
 
 _NAME = re.compile(NAME_PATTERN)
@@ -29,30 +29,6 @@ class DictionaryNotFound(KeyError):
 def valid_name(name: str) -> bool:
     # fullmatch: with match, "$" would also accept a name ending in a newline ("brands\n")
     return bool(_NAME.fullmatch(name)) and name not in (".", "..")
-
-
-def to_entries(raw: Iterable[Any]) -> list[Entry]:
-    """``"text"`` / ``{"text", "label"}`` / ``(text, label)`` -> dictionary entries; validates each."""
-    entries: list[Entry] = []
-    probe = Dictionary()
-    for i, item in enumerate(raw):
-        if isinstance(item, dict):
-            text, label = item.get("text"), item.get("label") or ""
-            entry: Entry = (text, label) if label else text  # type: ignore[assignment]
-        elif isinstance(item, (list, tuple)) and len(item) == 2:
-            entry = (item[0], item[1]) if item[1] else item[0]
-        else:
-            entry = item
-        try:
-            probe.add(entry)
-        except DictionaryError as exc:
-            raise DictionaryError(f"entry {i}: {exc}") from None
-        entries.append(entry)
-    return entries
-
-
-def entries_to_json(entries: Iterable[Entry]) -> list[Any]:
-    return [e if isinstance(e, str) else {"text": e[0], "label": e[1]} for e in entries]
 
 
 class DictionaryStore:

@@ -97,6 +97,12 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--device", default="auto")
     pr.add_argument("--batch-size", type=int, default=256)
     for command in (e, pr):
+        command.add_argument("--dictionary", action="append", metavar="FILE",
+                             help="user dictionary whose words are forced whole (repeatable; later files win): "
+                             "lines 'word', 'word LABEL' or jieba's 'word FREQ TAG', or the service's JSON")
+        command.add_argument("--dictionary-words-only", action="store_true",
+                             help="force the dictionary's words but not their labels (e.g. a jieba dictionary's "
+                             "tags, which are not this model's)")
         command.add_argument("--workers", type=int, default=None,
                              help="on a CPU, batches tagged at once, each on its own thread with cores/workers torch "
                              "threads (default: one per core for a recurrent model, else 1)")
@@ -257,11 +263,11 @@ def score_predictions(pipeline, gold: list, predicted: list, oov: bool = True) -
 
 
 def score_pipeline(pipeline, data: str, fmt: str | None = None, tag_column: str | None = None,
-                   label_map: dict[str, str] | None = None, workers: int = 1) -> dict[str, Any]:
+                   label_map: dict[str, str] | None = None, workers: int = 1, dictionary=None) -> dict[str, Any]:
     """Metrics of ``pipeline`` on a labelled file; unset options come from the model's training config."""
     gold = read_gold(pipeline, data, fmt, tag_column, label_map)
     start = time.perf_counter()
-    predicted = pipeline.predict([e.text for e in gold], workers=workers)
+    predicted = pipeline.predict([e.text for e in gold], workers=workers, dictionary=dictionary)
     seconds = time.perf_counter() - start
     scores = score_predictions(pipeline, gold, predicted)
     scores["seconds"] = round(seconds, 3)
@@ -274,7 +280,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     pipeline = _load_pipeline(args.model, args.device, args.int8)
     label_map = parse_label_map(args.label_map) if args.label_map else None
     scores = score_pipeline(pipeline, args.data, args.format, args.tag_column, label_map,
-                            workers=_batch_workers(pipeline, args.workers))
+                            workers=_batch_workers(pipeline, args.workers), dictionary=_dictionary(pipeline, args))
     if args.json:
         print(json.dumps(scores, ensure_ascii=False))
     else:
@@ -297,9 +303,25 @@ def _train_vocab(training: dict[str, Any]) -> set[str] | None:
     return word_vocabulary(read_corpus(path, training.get("format", "seg"), tag_column="none"))
 
 
+def _dictionary(pipeline, args: argparse.Namespace):
+    """The ``--dictionary`` files' entries as the model's matcher (None without any)."""
+    from models.dictionary import DictionaryError, read_dictionary, without_labels
+
+    if not args.dictionary:
+        return None
+    entries = [entry for path in args.dictionary for entry in read_dictionary(path)]
+    if args.dictionary_words_only:
+        entries = without_labels(entries)
+    try:
+        return pipeline.dictionary(entries)
+    except DictionaryError as exc:  # a label the model lacks
+        raise UsageError(f"{exc}; --dictionary-words-only forces the words without their labels") from None
+
+
 def cmd_predict(args: argparse.Namespace) -> int:
     pipeline = _load_pipeline(args.model, args.device, args.int8)
     workers = _batch_workers(pipeline, args.workers)
+    dictionary = _dictionary(pipeline, args)
     fmt = args.format or ("jsonl" if pipeline.task == "ner" else "seg")
     source = open(args.input, encoding="utf-8") if args.input else sys.stdin
     sink = open(args.output, "w", encoding="utf-8") if args.output else sys.stdout
@@ -308,9 +330,9 @@ def cmd_predict(args: argparse.Namespace) -> int:
         for line in source:
             chunk.append(line.rstrip("\n").rstrip("\r"))
             if len(chunk) >= 4096:
-                _predict_chunk(pipeline, chunk, fmt, sink, args.batch_size, workers)
+                _predict_chunk(pipeline, chunk, fmt, sink, args.batch_size, workers, dictionary)
                 chunk = []
-        _predict_chunk(pipeline, chunk, fmt, sink, args.batch_size, workers)
+        _predict_chunk(pipeline, chunk, fmt, sink, args.batch_size, workers, dictionary)
     except UnicodeDecodeError as exc:
         raise UsageError(f"{args.input or 'stdin'}: not UTF-8 text ({exc.reason})") from None
     finally:
@@ -321,13 +343,14 @@ def cmd_predict(args: argparse.Namespace) -> int:
     return 0
 
 
-def _predict_chunk(pipeline, texts: list[str], fmt: str, sink, batch_size: int, workers: int = 1) -> None:
+def _predict_chunk(pipeline, texts: list[str], fmt: str, sink, batch_size: int, workers: int = 1,
+                   dictionary=None) -> None:
     from models.spans import Example
     from training.readers import seg_lines, write_corpus
 
     if not texts:
         return
-    table = pipeline.predict_table(texts, max_batch=batch_size, workers=workers)
+    table = pipeline.predict_table(texts, max_batch=batch_size, workers=workers, dictionary=dictionary)
     if fmt == "seg":  # built from the span arrays directly: no Span objects, no per-word Python
         sink.write(seg_lines(texts, table))
         return

@@ -673,3 +673,55 @@ def test_cuda_requested_without_cuda(seg_run, capsys, monkeypatch):
     monkeypatch.setattr(sys, "stdin", io.StringIO("我\n"))
     line = cli_error(capsys, "predict", str(seg_run / "best"), "--device", "cuda")
     assert "CUDA" in line
+
+
+# ---- user dictionaries ------------------------------------------------------------------------
+
+SHIPPED = Path(__file__).resolve().parents[2] / "checkpoints"
+
+
+def test_predict_and_evaluate_with_a_user_dictionary(tmp_path, capsys):
+    """--dictionary forces its words whole (text lines, jieba's format, or the service's JSON; later files
+    win); --dictionary-words-only drops labels the model does not have; evaluate scores with it."""
+    data = tmp_path / "input.txt"
+    data.write_text("华星公司在南京发布了新手机\n阿里云很好\n", encoding="utf-8")
+    jieba = tmp_path / "userdict.txt"
+    jieba.write_text("华星公司 10 nt\n阿里云 5 nz\n", encoding="utf-8")
+    model = str(SHIPPED / "zh-seg")
+    status, plain, _ = run_cli(capsys, "predict", model, str(data), "--device", "cpu")
+    assert status == 0 and plain.splitlines()[0].startswith("华星 公司 ")
+    line = cli_error(capsys, "predict", model, str(data), "--dictionary", str(jieba))
+    assert "'nt', 'nz' are not labels of this seg model" in line and "--dictionary-words-only" in line
+    status, out, _ = run_cli(capsys, "predict", model, str(data), "--dictionary", str(jieba),
+                             "--dictionary-words-only", "--device", "cpu")
+    assert status == 0 and out.splitlines() == ["华星公司 在 南京 发布 了 新 手机", "阿里云 很 好"]
+
+    stored = tmp_path / "brands.json"
+    stored.write_text(json.dumps({"entries": [{"text": "华星公司", "label": "LOC"}]}), encoding="utf-8")
+    later = tmp_path / "later.txt"
+    later.write_text("华星公司\tORG\n", encoding="utf-8")
+    status, out, _ = run_cli(capsys, "predict", str(SHIPPED / "zh-ner"), str(data), "--dictionary", str(stored),
+                             "--dictionary", str(later), "--device", "cpu")
+    assert status == 0 and json.loads(out.splitlines()[0])["spans"][0] == [0, 4, "ORG"]
+
+    gold = tmp_path / "gold.seg"
+    gold.write_text("华星公司 在 南京 发布 了 新 手机\n", encoding="utf-8")
+    scores = []
+    for extra in ([], ["--dictionary", str(jieba), "--dictionary-words-only"]):
+        status, out, _ = run_cli(capsys, "evaluate", model, str(gold), "--json", *extra)
+        scores.append(json.loads(out)["f1"])
+    assert scores[1] == 100.0 > scores[0]
+
+
+def test_bad_dictionary_files_are_one_line_errors(tmp_path, capsys):
+    data = tmp_path / "input.txt"
+    data.write_text("阿里云很好\n", encoding="utf-8")
+    model = str(SHIPPED / "zh-seg")
+    bad = tmp_path / "bad.txt"
+    bad.write_text("阿里云\n阿 里 云 很\n", encoding="utf-8")
+    assert "bad.txt, line 2: expected 'word'" in cli_error(capsys, "predict", model, str(data), "--dictionary", str(bad))
+    bad.write_bytes(b'{"entries": [1, 2]}')
+    assert "bad.txt: entry 0" in cli_error(capsys, "predict", model, str(data), "--dictionary", str(bad))
+    bad.write_bytes(b"\xff\xfe\x00\x00")
+    assert "not UTF-8" in cli_error(capsys, "evaluate", model, str(data), "--dictionary", str(bad))
+    assert "missing.txt" in cli_error(capsys, "predict", model, str(data), "--dictionary", str(tmp_path / "missing.txt"))

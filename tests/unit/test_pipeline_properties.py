@@ -131,10 +131,7 @@ def aligned_matches(pipe: Pipeline, dictionary: Dictionary, text: str) -> list[S
     matches = dictionary.find(text)
     if not matches:
         return []
-    offsets = pipe.codec.encode([text]).offsets[0]
-    _, misaligned = pipe.codec.align(offsets, matches)
-    bad = set(misaligned)
-    return [m for m in matches if m not in bad]
+    return list(pipe.codec.on_boundaries(pipe.codec.encode([text]).offsets[0], matches))
 
 
 # ---- properties ---------------------------------------------------------------------------
@@ -199,6 +196,7 @@ def _forced_come_out_whole(pipe: Pipeline, text: str, entries) -> None:
     event(f"forced spans: {min(len(forced), 3)}{'+' if len(forced) >= 3 else ''}")
     [spans] = pipe.predict([text], forced=[forced])
     check_spans(pipe, text, spans)
+    assert pipe.predict([text], dictionary=dictionary) == [spans]  # the same spans by the dictionary itself
     by_bounds = {(s.start, s.end): s for s in spans}
     for f in forced:
         assert (f.start, f.end) in by_bounds, ("forced span not whole", text, f, spans)
