@@ -184,3 +184,16 @@ def test_admin_token(make_client):
         assert ok.status_code in (200, 201, 204), (path, ok.text)
     # tagging needs no token, even with a stored dictionary
     assert client.post("/v1/segment", json={"text": "北京"}).status_code == 200
+
+
+@pytest.mark.parametrize("entries", [[1], [None], [["a", "b", "c"]], "not a list"])
+def test_hand_edited_stored_dictionary_is_a_clear_error(make_client, make_settings, entries):
+    """A stored file edited by hand into something that is not entries: 422 naming the problem, never a 500."""
+    client = make_client()
+    assert client.put("/v1/dictionaries/edited", json={"entries": ["图书馆"]}).status_code == 201
+    path = make_settings().dictionaries_path / "edited.json"
+    path.write_text(json.dumps({"name": "edited", "entries": entries}), encoding="utf-8")
+    for response in (client.post("/v1/segment", json={"text": SENTENCE, "dictionary": "edited"}),
+                     client.get("/v1/dictionaries/edited")):
+        assert response.status_code in (404, 422), response.text
+        assert response.json()["error"]["message"]
