@@ -21,7 +21,8 @@ BATCH_SIZES = (1, 8, 64, 256)
 CUDA_BATCH_SIZES = (64, 256, 1024, 4096)
 PREDICT_MAX_UNITS = 16384  # Pipeline.predict's default padded-unit budget per batch
 TITLES = ("In-process tagging throughput", "Whole-process tagging", "Encoder arithmetic throughput",
-          "Large batches on CUDA", "Viterbi decoding: GPU or CPU", "Dynamic int8: accuracy and batch-mates")
+          "Large batches on CUDA", "Viterbi decoding: GPU or CPU", "Dynamic int8: accuracy and batch-mates",
+          "Traditional characters")
 MATES_BATCH = 16  # the arrival-order batches of the batch-mates table: about what the service forms at concurrency 32
 
 Tagging = Callable[[Sequence[str]], Any]
@@ -42,6 +43,7 @@ def run(ctx: Context) -> list[Table]:
         cuda_batches(ctx, source, pipelines),
         viterbi_placement(ctx, source, pipelines),
         batch_mates(ctx, source, pipelines),
+        traditional_text(ctx, pipelines),
     ]
 
 
@@ -467,6 +469,62 @@ def batch_mates(ctx: Context, source: TextSource, pipelines: list[tuple[ModelInf
         "unrelated requests the service forms under load; spans differ = other boundaries or labels",
         "dynamic int8 quantises each step's inputs and hidden state with one scale for the whole batch, so a "
         "text's spans can change with the texts batched with it; in float32 none may",
+    ]
+    return table
+
+
+# ---- 7. traditional characters ----------------------------------------------------------------------------
+
+def traditional_text(ctx: Context, pipelines: list[tuple[ModelInfo, Pipeline]]) -> Table:
+    """Each model on its dev file as it is, and converted to traditional characters one by one: with the codec's
+    ``t2s_unseen`` fallback (the default), without it, and with ``t2s`` on every character."""
+    import dataclasses
+
+    from models.codec import Codec, _t2s_table, build_charmap
+    from training.cli import read_gold, score_predictions
+
+    table = Table(TITLES[6], ["model", "dev text", "as it is", "traditional: t2s_unseen (default)",
+                              "traditional: no fallback", "traditional: t2s on every character",
+                              "characters converted"])
+    sources: dict[str, list[str]] = {}
+    for trad, simp in _t2s_table().items():
+        sources.setdefault(simp, []).append(trad)
+    to_traditional = {ord(simp): min(trads) for simp, trads in sources.items()}
+    limit = SMOKE_SENTENCES if ctx.smoke else None
+
+    def variant(pipeline: Pipeline, **changes: bool) -> Pipeline:
+        codec = pipeline.codec
+        config = codec.config.model_copy(update=changes)
+        charmap = build_charmap(config.lowercase, config.t2s, config.zero_digits) if config.t2s else codec.charmap
+        return dataclasses.replace(pipeline, codec=Codec(config, codec.tokenizer, charmap, codec.bigram_list))
+
+    for model, pipeline in pipelines:
+        path = model_dev_file(ctx, pipeline)
+        if path is None:
+            table.notes.append(f"{model.name}: not measured (its dev file is not under {ctx.corpora_dir})")
+            continue
+        original = path.read_text(encoding="utf-8")
+        converted = ctx.workdir / f"traditional-{model.name}{path.suffix}"
+        converted.write_text(original.translate(to_traditional), encoding="utf-8")
+        texts = [e.text for e in read_gold(pipeline, path)[:limit]]
+        changed = sum(ord(c) in to_traditional for text in texts for c in text)
+        scores = []
+        for p, file in ((pipeline, path), (pipeline, converted), (variant(pipeline, t2s_unseen=False), converted),
+                        (variant(pipeline, t2s=True), converted)):
+            gold = read_gold(p, file)[:limit]
+            scores.append(score_predictions(p, gold, p.predict([e.text for e in gold]), oov=False)["f1"])
+        table.add(model.name, f"{path.parent.name}/{path.name}", *scores,
+                  f"{changed / max(1, sum(map(len, texts))):.0%}")
+    table.notes += [
+        "dev F1 (seg: word F1; pos: joint word+tag F1; ner: entity F1), scored as `seqtag evaluate` does; "
+        "traditional: every character of the dev file that is the simplified form of some traditional ones in "
+        "the codec's t2s table (OpenCC's, models/data/t2s.json) replaced by the first of them by code point, so "
+        "the text keeps its words and only the script changes (real traditional text also uses other words); "
+        "characters converted: their share of the dev text",
+        "t2s_unseen: a traditional character the model's vocabulary lacks looks up as its simplified form when "
+        "the vocabulary has that; no fallback: it is an unknown unit (`--no-t2s-unseen` in training, before this "
+        "fallback existed); t2s on every character: what `seqtag train --t2s` does, here on models not trained "
+        "with it, so characters the vocabulary has as they are also change",
     ]
     return table
 

@@ -55,6 +55,10 @@ class CodecConfig(BaseModel):
     units: Literal["latin_runs", "chars"] = "latin_runs"
     lowercase: bool = True
     t2s: bool = False  # traditional -> simplified before lookup
+    # A traditional character the vocabulary lacks looks up as its simplified form when the vocabulary has that
+    # (what t2s does for every character, here only where the alternative is an unknown unit): a model trained on
+    # simplified text reads traditional text, and simplified text gets exactly the units it got before.
+    t2s_unseen: bool = True
     zero_digits: bool = False  # every decimal digit looks up as 0 ("1998" -> "0000"): numbers share statistics
     bigrams: bool = True
     unit_min_freq: int = 1
@@ -293,15 +297,18 @@ class Codec:
         self.config = config
         self.tokenizer = tokenizer
         self.charmap = charmap
-        # code point -> normalised code point, for whole batches at once (lone surrogates -> U+FFFD)
-        table = np.arange(0x110000, dtype=np.uint32)
-        table[0xD800:0xE000] = 0xFFFD
-        if charmap:
-            table[np.fromiter(map(ord, charmap), np.int64, len(charmap))] = np.fromiter(
-                map(ord, charmap.values()), np.uint32, len(charmap))
-        self._table = table
         self.bigram_list = [tuple(b) for b in bigrams]
         self._index_bigrams()
+        self._refresh_fallback()  # sets self._table: code point -> normalised code point
+
+    def _charmap_table(self) -> np.ndarray:
+        """Code point -> normalised code point by the charmap alone (lone surrogates -> U+FFFD)."""
+        table = np.arange(0x110000, dtype=np.uint32)
+        table[0xD800:0xE000] = 0xFFFD
+        if self.charmap:
+            table[np.fromiter(map(ord, self.charmap), np.int64, len(self.charmap))] = np.fromiter(
+                map(ord, self.charmap.values()), np.uint32, len(self.charmap))
+        return table
 
     # ---- construction -------------------------------------------------
     @classmethod
@@ -329,7 +336,13 @@ class Codec:
         """
         texts = list(texts)
         unit_counts: Counter[str] = Counter()
-        pieces = [self._pieces(t) for t in texts]
+        # counted as the charmap alone normalises them: a traditional character in new text becomes a unit of
+        # its own, not its simplified form (the t2s_unseen fallback is for units the vocabulary does not have)
+        table, self._table = self._table, self._charmap_table()
+        try:
+            pieces = [self._pieces(t) for t in texts]
+        finally:
+            self._table = table
         for units in pieces:
             unit_counts.update(units)
         vocab = self.tokenizer.get_vocab()
@@ -349,7 +362,25 @@ class Codec:
             self.bigram_list.extend(new)
             added_bigrams = len(new)
             self._index_bigrams()
+        self._refresh_fallback()
         return len(fresh), added_bigrams
+
+    def _refresh_fallback(self) -> None:
+        """Rebuild the lookup table with the ``t2s_unseen`` fallback for the current vocabulary."""
+        self._fallback: dict[str, str] = {}
+        base = self._table = self._charmap_table()
+        if not self.config.t2s_unseen or self.config.t2s:
+            return
+        vocab = self.tokenizer.get_vocab()
+        for trad, simp in _t2s_table().items():
+            seen, known = chr(base[ord(trad)]), chr(base[ord(simp)])
+            if seen != known and seen not in vocab and known in vocab:
+                self._fallback[seen] = known
+        if self._fallback:
+            remap = np.arange(0x110000, dtype=np.uint32)
+            remap[np.fromiter(map(ord, self._fallback), np.int64, len(self._fallback))] = np.fromiter(
+                map(ord, self._fallback.values()), np.uint32, len(self._fallback))
+            self._table = remap[base]  # the charmap first, then the fallback
 
     def truncate_bigrams(self, keep: int) -> None:
         """Keep only the ``keep`` most frequent bigrams (the list is in frequency order); the rest become UNK."""

@@ -131,8 +131,40 @@ def test_t2s_option():
     assert UNK_ID not in enc.ids[0].tolist()
     assert enc.offsets[0].tolist() == enc.offsets[1].tolist() == [[0, 1], [1, 2]]
 
-    plain = Codec.build(["说话"], CodecConfig(t2s=False))
+    plain = Codec.build(["说话"], CodecConfig(t2s=False, t2s_unseen=False))
     assert plain.encode(["說話"]).ids[0].tolist() == [UNK_ID, UNK_ID]
+
+
+def test_unseen_traditional_characters_look_up_as_simplified():
+    """t2s_unseen (default): a traditional character the vocabulary lacks takes its simplified form's unit,
+    when the vocabulary has that; offsets stay on the original text, and known characters keep their own."""
+    codec = Codec.build(["说话", "台湾", "後来"], CodecConfig())
+    vocab = codec.tokenizer.get_vocab()
+    assert "後" in vocab and "后" not in vocab and "說" not in vocab
+    enc = codec.encode(["說話", "臺灣", "後來", "后", "说话"])
+    ids = [row.tolist() for row in enc.ids]
+    assert ids[0] == ids[4] == [vocab["说"], vocab["话"]]
+    assert ids[1] == [vocab["台"], vocab["湾"]]
+    assert ids[2] == [vocab["後"], vocab["来"]]  # 後 is a unit of its own: it keeps it
+    assert ids[3] == [UNK_ID]  # nothing maps simplified to traditional
+    assert [o.tolist() for o in enc.offsets[:2]] == [[[0, 1], [1, 2]]] * 2
+    assert codec.normalize("說話後") == "说话後"  # dictionaries match the same way
+    bigrams = codec.batch(codec.encode(["說話", "说话"])).bigram_ids
+    assert torch.equal(bigrams[0], bigrams[1])
+
+    off = Codec.build(["说话"], CodecConfig(t2s_unseen=False))
+    assert off.encode(["說話"]).ids[0].tolist() == [UNK_ID, UNK_ID]
+
+
+def test_extend_counts_traditional_characters_as_their_own_units():
+    """New text is counted as the charmap alone normalises it (fine-tuning on traditional text gives its
+    characters units of their own); once a character has one, it no longer falls back."""
+    codec = Codec.build(["说话"], CodecConfig())
+    assert codec.encode(["說"]).ids[0].tolist() == codec.encode(["说"]).ids[0].tolist()
+    added, _ = codec.extend(["說明"])
+    assert added == 2 and {"說", "明"} <= set(codec.tokenizer.get_vocab())
+    assert codec.encode(["說"]).ids[0].tolist() == [codec.tokenizer.get_vocab()["說"]]
+    assert codec.encode(["話"]).ids[0].tolist() == codec.encode(["话"]).ids[0].tolist()
 
 
 def test_unknown_units_get_unk(codec):
@@ -264,14 +296,15 @@ HOSTILE = [
 ]
 
 
-@pytest.mark.parametrize("config", [CodecConfig(), CodecConfig(units="chars", lowercase=False, t2s=True)])
+@pytest.mark.parametrize("config", [CodecConfig(), CodecConfig(units="chars", lowercase=False, t2s=True),
+                                    CodecConfig(t2s_unseen=False)])
 def test_save_load_round_trip(tmp_path, config):
     codec = Codec.build(CORPUS + ["说话"] * 2, config)
     codec.save(tmp_path)
     loaded = Codec.load(tmp_path)
     assert loaded.config == codec.config
     assert loaded.num_units == codec.num_units and loaded.num_bigrams == codec.num_bigrams
-    texts = CORPUS + HOSTILE
+    texts = CORPUS + HOSTILE + ["說話", "臺灣說話"]
     a, b = codec.encode(texts), loaded.encode(texts)
     for x, y in zip(a.offsets + a.ids, b.offsets + b.ids):
         assert np.array_equal(x, y)

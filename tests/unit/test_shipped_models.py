@@ -92,3 +92,12 @@ def test_readme_python_example_runs(capsys, monkeypatch):
     assert namespace["table"].counts.tolist() == [len(spans) for spans in namespace["nlp"].predict(namespace["texts"])]
     forced = namespace["nlp"].predict(namespace["texts"], forced=[[namespace["Span"](4, 7)], []])[0]
     assert (4, 7) in [(s.start, s.end) for s in forced]
+
+
+@pytest.mark.parametrize("name", sorted(SHIPPED))
+def test_traditional_text_tags_like_its_simplified_form(name):
+    """The shipped models learned simplified text; a traditional character they never saw looks up as its
+    simplified form (the codec's t2s_unseen), so the same sentence in either script gets the same spans."""
+    pipeline = Pipeline.load(CHECKPOINTS / name, "cpu")
+    traditional, simplified = "我愛北京天安門，張三在臺灣大學讀書。", "我爱北京天安门，张三在台湾大学读书。"
+    assert pipeline.predict([traditional]) == pipeline.predict([simplified])
