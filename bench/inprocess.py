@@ -22,7 +22,7 @@ CUDA_BATCH_SIZES = (64, 256, 1024, 4096)
 PREDICT_MAX_UNITS = 16384  # Pipeline.predict's default padded-unit budget per batch
 TITLES = ("In-process tagging throughput", "Whole-process tagging", "Encoder arithmetic throughput",
           "Large batches on CUDA", "Viterbi decoding: GPU or CPU", "Dynamic int8: accuracy and batch-mates",
-          "Traditional characters")
+          "Traditional characters", "Long lines: whole or in pieces")
 MATES_BATCH = 16  # the arrival-order batches of the batch-mates table: about what the service forms at concurrency 32
 
 Tagging = Callable[[Sequence[str]], Any]
@@ -44,6 +44,7 @@ def run(ctx: Context) -> list[Table]:
         viterbi_placement(ctx, source, pipelines),
         batch_mates(ctx, source, pipelines),
         traditional_text(ctx, pipelines),
+        long_lines(ctx, pipelines),
     ]
 
 
@@ -525,6 +526,54 @@ def traditional_text(ctx: Context, pipelines: list[tuple[ModelInfo, Pipeline]]) 
         "the vocabulary has that; no fallback: it is an unknown unit (`--no-t2s-unseen` in training, before this "
         "fallback existed); t2s on every character: what `seqtag train --t2s` does, here on models not trained "
         "with it, so characters the vocabulary has as they are also change",
+    ]
+    return table
+
+
+# ---- 8. long lines ------------------------------------------------------------------------------------------
+
+DOCUMENT_SENTENCES = 20  # dev sentences per line in the "Long lines" table's documents
+
+
+def long_lines(ctx: Context, pipelines: list[tuple[ModelInfo, Pipeline]]) -> Table:
+    """Each model on its dev sentences and on lines of consecutive dev sentences ("documents"), tagged whole and
+    in pieces (``window``, as ``seqtag predict`` and the service cut texts); and the time to tag one line of
+    the whole dev text."""
+    from models.spans import Example, Span
+    from models.textsplit import DEFAULT_WINDOW
+    from training.cli import read_gold, score_predictions
+
+    table = Table(TITLES[7], ["model", "dev text", "sentences: F1 whole", "F1 in pieces",
+                              f"{DOCUMENT_SENTENCES} sentences a line: F1 whole", "F1 in pieces",
+                              "all on one line: s whole", "s in pieces"])
+    limit = SMOKE_SENTENCES if ctx.smoke else None
+    for model, pipeline in pipelines:
+        path = model_dev_file(ctx, pipeline)
+        if path is None:
+            table.notes.append(f"{model.name}: not measured (its dev file is not under {ctx.corpora_dir})")
+            continue
+        gold = read_gold(pipeline, path)[:limit]
+        documents = []
+        for k in range(0, len(gold), DOCUMENT_SENTENCES):
+            text, spans = "", []
+            for example in gold[k:k + DOCUMENT_SENTENCES]:
+                spans += [Span(s.start + len(text), s.end + len(text), s.label) for s in example.spans]
+                text += example.text
+            documents.append(Example(text, spans))
+        everything = ["".join(e.text for e in gold)]
+        seconds = [median([timed(lambda w=window: pipeline.predict(everything, window=w))
+                           for _ in range(ctx.repeats)]) for window in (None, DEFAULT_WINDOW)]
+        f1 = [score_predictions(pipeline, examples, pipeline.predict([e.text for e in examples], window=window),
+                                oov=False)["f1"] for examples in (gold, documents) for window in (None, DEFAULT_WINDOW)]
+        table.add(model.name, f"{path.parent.name}/{path.name}", *f1, *seconds)
+    table.notes += [
+        "F1 as `seqtag evaluate` scores (seg: word F1; pos: joint word+tag F1; ner: entity F1) of the dev file's "
+        f"sentences one per line, and of lines of {DOCUMENT_SENTENCES} consecutive sentences joined",
+        "whole: `Pipeline.predict(texts)`; in pieces: `Pipeline.predict(texts, window="
+        f"{DEFAULT_WINDOW})`, as `seqtag predict` tags by default and the service tags every text: cut at every "
+        "sentence end, and pieces longer than the window cut again",
+        f"all on one line: the whole dev text as a single line, `Pipeline.predict` on it, median of "
+        f"{ctx.repeats_text}, {torch.get_num_threads()} torch threads",
     ]
     return table
 

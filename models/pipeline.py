@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import bisect
 import functools
 import os
 from concurrent.futures import ThreadPoolExecutor
@@ -18,6 +19,7 @@ from models.dictionary import Dictionary, DictionaryError, Entry
 from models.schemes import OUTSIDE, TagScheme, split_tag, tags_to_spans
 from models.spans import Span, SpanTable
 from models.tagger import Tagger
+from models.textsplit import split_text
 
 
 _B, _I, _E, _S, _O = range(5)
@@ -103,6 +105,7 @@ class Pipeline:
         forced: Sequence[Sequence[Span]] | None = None,
         dictionary: Dictionary | Iterable[Entry] | None = None,
         workers: int = 1,
+        window: int | None = None,
     ) -> list[list[Span]]:
         """Spans for every text: words (seg), tagged words (pos) or entities (ner).
 
@@ -112,9 +115,13 @@ class Pipeline:
         :meth:`dictionary` built from them; its words found in a text are forced there, by the rules of
         :mod:`models.dictionary` (leftmost-longest; matches off unit boundaries are skipped).
         ``workers``: batches tagged at once, each on its own thread (see :meth:`batch_workers`).
+        ``window``: tag each text in pieces, as the service does: cut at every sentence end, and pieces
+        longer than ``window`` characters cut again (:func:`models.textsplit.split_text`); spans come back on
+        the whole text. Long documents then cost time and memory in proportion to their length, and a
+        model trained on sentences sees sentences. None (default): each text in one piece.
         """
-        return self.predict_table(texts, scores=scores, max_batch=max_batch, max_units=max_units,
-                                  forced=forced, dictionary=dictionary, workers=workers).to_lists()
+        return self.predict_table(texts, scores=scores, max_batch=max_batch, max_units=max_units, forced=forced,
+                                  dictionary=dictionary, workers=workers, window=window).to_lists()
 
     def dictionary(self, entries: Iterable[Entry]) -> Dictionary:
         """A matcher for ``entries`` that finds them as this model's codec normalises text (full-width,
@@ -139,10 +146,14 @@ class Pipeline:
         forced: Sequence[Sequence[Span]] | None = None,
         dictionary: Dictionary | Iterable[Entry] | None = None,
         workers: int = 1,
+        window: int | None = None,
     ) -> SpanTable:
         """:meth:`predict` as one :class:`SpanTable` (flat arrays, no :class:`Span` objects)."""
         if workers < 1:
             raise ValueError(f"workers must be >= 1, not {workers}")
+        if window is not None:
+            return self._predict_pieces(texts, window, scores=scores, max_batch=max_batch, max_units=max_units,
+                                        forced=forced, dictionary=dictionary, workers=workers)
         encoded = self.codec.encode(texts)
         if dictionary is not None:
             if forced is not None:
@@ -170,6 +181,28 @@ class Pipeline:
         where = np.empty(len(rows), dtype=np.int64)
         where[np.asarray(rows, dtype=np.int64)] = np.arange(len(rows))  # text i is row where[i]
         return SpanTable.concat(parts, self.label_names).take(where)
+
+    def _predict_pieces(self, texts: Sequence[str], window: int, *, forced: Sequence[Sequence[Span]] | None,
+                        **options: Any) -> SpanTable:
+        """:meth:`predict_table` with ``window``: the texts' pieces tagged as texts, their spans shifted back."""
+        if window < 1:
+            raise ValueError(f"window must be at least 1 character, not {window}")
+        owners: list[int] = []
+        starts: list[int] = []
+        pieces: list[str] = []
+        piece_forced: list[list[Span]] | None = [] if forced is not None else None
+        for i, text in enumerate(texts):
+            cuts = split_text(text, window)
+            owners += [i] * len(cuts)
+            starts += [a for a, _ in cuts]
+            pieces += [text[a:b] for a, b in cuts]
+            if piece_forced is not None:
+                piece_forced += _forced_in_pieces(forced[i], cuts)
+        table = self.predict_table(pieces, forced=piece_forced, **options)
+        shift = np.repeat(np.asarray(starts, dtype=np.int64), table.counts)
+        counts = np.bincount(np.asarray(owners, dtype=np.int64), weights=table.counts, minlength=len(texts))
+        return SpanTable(counts.astype(np.int64), table.starts + shift, table.ends + shift, table.labels,
+                         table.label_names, table.scores)
 
     def tag_encoded(
         self,
@@ -415,6 +448,19 @@ def _packed_int8_rnn(base: type, op: Any, lstm: bool) -> type:
         return result[0], result[1]
 
     return type(base.__name__, (base,), {"forward_impl": forward_impl, "__module__": __name__})
+
+
+def _forced_in_pieces(spans: Sequence[Span], cuts: Sequence[tuple[int, int]]) -> list[list[Span]]:
+    """Forced spans of a text moved onto its pieces ``cuts``; one that a cut goes through is a ``ValueError``."""
+    out: list[list[Span]] = [[] for _ in cuts]
+    bounds = [a for a, _ in cuts]
+    for span in spans:
+        k = bisect.bisect_right(bounds, span.start) - 1
+        if k < 0 or span.end > cuts[k][1]:
+            raise ValueError(f"forced span {span.start}..{span.end} crosses a sentence end or window cut; "
+                             "tag without a window")
+        out[k].append(Span(span.start - bounds[k], span.end - bounds[k], span.label, span.score))
+    return out
 
 
 def _span_minima(values: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> np.ndarray:

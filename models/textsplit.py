@@ -6,6 +6,9 @@ import re
 
 from models.codec import is_space
 
+#: Longest piece (characters) that the service and ``seqtag predict`` tag at once (SEQTAG_WINDOW_UNITS, --window).
+DEFAULT_WINDOW = 256
+
 # A sentence ends after a terminator (plus closing quotes/brackets) or at a line break.
 _SENTENCE_END = re.compile(r"[。！？!?；;…]+[”’\"'）)\]】』」》]*|\n+|\r+")
 

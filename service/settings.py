@@ -13,6 +13,8 @@ from typing import Annotated, Any, Literal
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from models.textsplit import DEFAULT_WINDOW
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
 
@@ -74,7 +76,7 @@ class Settings(BaseSettings):
     connection first: a server closing one just as the client sends on it costs that request a transport
     error (``Server disconnected``, connection reset), which no status code or retry header can explain."""
 
-    window_units: int = Field(256, ge=8)
+    window_units: int = Field(DEFAULT_WINDOW, ge=8)
     """Long texts are cut at sentence ends into pieces of at most this many characters (default 256)."""
 
     max_text_chars: int = Field(1_000_000, ge=1)

@@ -19,6 +19,7 @@ from typing import Any, Sequence
 
 from pydantic import BaseModel
 
+from models.textsplit import DEFAULT_WINDOW
 from training.config import SECTIONS, TrainConfig
 
 # Task defaults: what the command as written should train well (tuned on the shared corpora).
@@ -96,6 +97,12 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--output", "-o", help="output file (default: stdout)")
     pr.add_argument("--device", default="auto")
     pr.add_argument("--batch-size", type=int, default=256)
+    pr.add_argument("--window", type=int, default=DEFAULT_WINDOW, metavar="N",
+                    help="tag each line in pieces, as the service does: cut at every sentence end, and pieces over N "
+                    f"characters cut again (default {DEFAULT_WINDOW}; 0: each line whole)")
+    e.add_argument("--window", type=int, default=0, metavar="N",
+                   help="tag each line in pieces as `seqtag predict` does (default 0: each line whole, as the "
+                   "gold file gives it)")
     for command in (e, pr):
         command.add_argument("--dictionary", action="append", metavar="FILE",
                              help="user dictionary whose words are forced whole (repeatable; later files win): "
@@ -263,11 +270,12 @@ def score_predictions(pipeline, gold: list, predicted: list, oov: bool = True) -
 
 
 def score_pipeline(pipeline, data: str, fmt: str | None = None, tag_column: str | None = None,
-                   label_map: dict[str, str] | None = None, workers: int = 1, dictionary=None) -> dict[str, Any]:
+                   label_map: dict[str, str] | None = None, workers: int = 1, dictionary=None,
+                   window: int | None = None) -> dict[str, Any]:
     """Metrics of ``pipeline`` on a labelled file; unset options come from the model's training config."""
     gold = read_gold(pipeline, data, fmt, tag_column, label_map)
     start = time.perf_counter()
-    predicted = pipeline.predict([e.text for e in gold], workers=workers, dictionary=dictionary)
+    predicted = pipeline.predict([e.text for e in gold], workers=workers, dictionary=dictionary, window=window)
     seconds = time.perf_counter() - start
     scores = score_predictions(pipeline, gold, predicted)
     scores["seconds"] = round(seconds, 3)
@@ -280,7 +288,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     pipeline = _load_pipeline(args.model, args.device, args.int8)
     label_map = parse_label_map(args.label_map) if args.label_map else None
     scores = score_pipeline(pipeline, args.data, args.format, args.tag_column, label_map,
-                            workers=_batch_workers(pipeline, args.workers), dictionary=_dictionary(pipeline, args))
+                            workers=_batch_workers(pipeline, args.workers), dictionary=_dictionary(pipeline, args),
+                            window=_window(args))
     if args.json:
         print(json.dumps(scores, ensure_ascii=False))
     else:
@@ -318,7 +327,14 @@ def _dictionary(pipeline, args: argparse.Namespace):
         raise UsageError(f"{exc}; --dictionary-words-only forces the words without their labels") from None
 
 
+def _window(args: argparse.Namespace) -> int | None:
+    if args.window < 0:
+        raise UsageError(f"--window must be 0 (lines whole) or a number of characters, not {args.window}")
+    return args.window or None
+
+
 def cmd_predict(args: argparse.Namespace) -> int:
+    window = _window(args)
     pipeline = _load_pipeline(args.model, args.device, args.int8)
     workers = _batch_workers(pipeline, args.workers)
     dictionary = _dictionary(pipeline, args)
@@ -330,9 +346,9 @@ def cmd_predict(args: argparse.Namespace) -> int:
         for line in source:
             chunk.append(line.rstrip("\n").rstrip("\r"))
             if len(chunk) >= 4096:
-                _predict_chunk(pipeline, chunk, fmt, sink, args.batch_size, workers, dictionary)
+                _predict_chunk(pipeline, chunk, fmt, sink, args.batch_size, workers, dictionary, window)
                 chunk = []
-        _predict_chunk(pipeline, chunk, fmt, sink, args.batch_size, workers, dictionary)
+        _predict_chunk(pipeline, chunk, fmt, sink, args.batch_size, workers, dictionary, window)
     except UnicodeDecodeError as exc:
         raise UsageError(f"{args.input or 'stdin'}: not UTF-8 text ({exc.reason})") from None
     finally:
@@ -344,13 +360,14 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 
 def _predict_chunk(pipeline, texts: list[str], fmt: str, sink, batch_size: int, workers: int = 1,
-                   dictionary=None) -> None:
+                   dictionary=None, window: int | None = None) -> None:
     from models.spans import Example
     from training.readers import seg_lines, write_corpus
 
     if not texts:
         return
-    table = pipeline.predict_table(texts, max_batch=batch_size, workers=workers, dictionary=dictionary)
+    table = pipeline.predict_table(texts, max_batch=batch_size, workers=workers, dictionary=dictionary,
+                                   window=window)
     if fmt == "seg":  # built from the span arrays directly: no Span objects, no per-word Python
         sink.write(seg_lines(texts, table))
         return

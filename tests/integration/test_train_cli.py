@@ -725,3 +725,26 @@ def test_bad_dictionary_files_are_one_line_errors(tmp_path, capsys):
     bad.write_bytes(b"\xff\xfe\x00\x00")
     assert "not UTF-8" in cli_error(capsys, "evaluate", model, str(data), "--dictionary", str(bad))
     assert "missing.txt" in cli_error(capsys, "predict", model, str(data), "--dictionary", str(tmp_path / "missing.txt"))
+
+
+def test_predict_tags_lines_in_sentence_pieces(seg_run, tmp_path, capsys):
+    """seqtag predict cuts each line as the service does (every sentence end, pieces of at most --window
+    characters): a line of two sentences comes out as the two sentences would alone; --window 0 keeps lines
+    whole; evaluate scores lines whole unless given --window."""
+    first, second = "我们喜欢看书。", "他在北京工作iPhone15很贵！"
+    data = tmp_path / "input.txt"
+    data.write_text(f"{first}{second}\n{first}\n{second}\n", encoding="utf-8")
+    model = str(seg_run / "best")
+    status, out, _ = run_cli(capsys, "predict", model, str(data), "--format", "jsonl")
+    joined, alone1, alone2 = [json.loads(line)["spans"] for line in out.splitlines()]
+    assert status == 0 and joined == alone1 + [[a + len(first), b + len(first), t] for a, b, t in alone2]
+    status, whole, _ = run_cli(capsys, "predict", model, str(data), "--format", "jsonl", "--window", "0")
+    assert status == 0 and whole.splitlines()[1:] == out.splitlines()[1:]
+    status, tiny, _ = run_cli(capsys, "predict", model, str(data), "--window", "3")
+    assert status == 0 and all(len(word) <= 3 or word == "iPhone15" for word in tiny.split())
+    assert "--window must be 0" in cli_error(capsys, "predict", model, str(data), "--window", "-1")
+    gold = tmp_path / "gold.seg"
+    gold.write_text("我们 喜欢 看 书 。 他 在 北京 工作 。\n", encoding="utf-8")
+    for window in ("0", "256"):
+        status, out, _ = run_cli(capsys, "evaluate", model, str(gold), "--json", "--window", window)
+        assert status == 0 and json.loads(out)["sentences"] == 1

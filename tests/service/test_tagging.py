@@ -231,3 +231,22 @@ def test_offsets_property(client, texts):
         spans_ok(text, result["entities"])
         starts = [t["start"] for t in result["tokens"]]
         assert starts == sorted(starts)
+
+
+def test_pipeline_with_a_window_answers_as_the_service(client, models_dir):
+    """``Pipeline.predict(..., window=SEQTAG_WINDOW_UNITS)`` (what ``seqtag predict`` does) cuts texts as the
+    service does, so a text gets the same spans from the command line, Python and HTTP."""
+    from models.pipeline import Pipeline
+
+    long_text, _ = _long_text(1500, seed=5)
+    texts = ["张伟明在北京工作。李娜明天去上海！他常常看电影", long_text, "", "  ", "我们。。"]
+    rng = random.Random(6)
+    texts.append("".join(rng.choice("".join(NOUNS + VERBS)) for _ in range(700)))  # no sentence end at all
+    for endpoint, name in (("segment", "zh-seg"), ("pos", "zh-pos"), ("ner", "zh-ner")):
+        pipeline = Pipeline.load(models_dir / name, device="cpu")
+        key = "entities" if endpoint == "ner" else "tokens"
+        served = [[(i["start"], i["end"], i.get("pos") or i.get("label") or "") for i in r[key]]
+                  for r in post(client, endpoint, texts=texts)["results"]]
+        local = [[(s.start, s.end, s.label) for s in spans] for spans in pipeline.predict(texts, window=256)]
+        assert local == served, endpoint
+        assert sum(map(len, served)) > 100 and (endpoint == "segment" or all(lab for r in served for *_, lab in r))

@@ -29,6 +29,7 @@ from models.pipeline import Pipeline
 from models.schemes import TagScheme, tag_vocabulary
 from models.spans import Span
 from models.tagger import TaggerConfig
+from models.textsplit import split_text
 from tests.fixtures import NOUNS, PERSONS, PLACES, train_tiny
 
 # ---- strategies -----------------------------------------------------------------------
@@ -150,6 +151,34 @@ def test_predict_never_raises_and_spans_are_valid(pipelines, name, batch, scores
             assert all(s.score is not None for s in spans)
         else:
             assert all(s.score is None for s in spans)
+
+
+@pytest.mark.parametrize("name", ["seg", "ner"])
+@PROPERTY_SETTINGS
+@given(batch=text_lists, window=st.integers(1, 12), scores=st.booleans())
+def test_a_window_tags_each_piece_as_a_text(pipelines, name, batch, window, scores):
+    """predict(window=N): the texts cut by split_text (every sentence end, then N characters at most), each
+    piece tagged as a text of its own, spans shifted back onto the whole text."""
+    pipe = pipelines[name]
+    results = pipe.predict(batch, scores=scores, window=window)
+    assert len(results) == len(batch)
+    for text, spans in zip(batch, results):
+        check_spans(pipe, text, spans)
+        cuts = split_text(text, window)
+        alone = pipe.predict([text[a:b] for a, b in cuts], scores=scores) if cuts else []
+        expected = [Span(sp.start + a, sp.end + a, sp.label, sp.score) for (a, _), row in zip(cuts, alone) for sp in row]
+        assert spans == expected
+        assert [sp.score for sp in spans] == pytest.approx([sp.score for sp in expected], abs=1e-5)
+
+
+def test_window_errors(pipelines):
+    pipe = pipelines["ner"]
+    with pytest.raises(ValueError, match="at least 1"):
+        pipe.predict(["我们"], window=0)
+    text = "张三在北京。李四在上海。"
+    assert Span(6, 8, "PER") in pipe.predict([text], window=256, forced=[[Span(6, 8, "PER")]])[0]  # in one piece
+    with pytest.raises(ValueError, match="crosses a sentence end"):
+        pipe.predict([text], window=256, forced=[[Span(4, 8, "")]])
 
 
 @pytest.mark.parametrize("name", ["seg", "ner"])
