@@ -92,8 +92,9 @@ def build_parser() -> argparse.ArgumentParser:
     pr = sub.add_parser("predict", help="tag raw text, one document per line")
     pr.add_argument("model")
     pr.add_argument("input", nargs="?", help="input file (default: stdin)")
-    pr.add_argument("--format", choices=["seg", "column", "jsonl"], default=None,
-                    help="output format (default: seg for seg/pos models, jsonl for ner)")
+    pr.add_argument("--format", choices=["seg", "column", "wordpos", "jsonl"], default=None,
+                    help="output format (default: seg for seg/pos models, jsonl for ner; wordpos: word_TAG tokens, "
+                    "pos models)")
     pr.add_argument("--output", "-o", help="output file (default: stdout)")
     pr.add_argument("--device", default="auto")
     pr.add_argument("--batch-size", type=int, default=256)
@@ -339,6 +340,9 @@ def cmd_predict(args: argparse.Namespace) -> int:
     workers = _batch_workers(pipeline, args.workers)
     dictionary = _dictionary(pipeline, args)
     fmt = args.format or ("jsonl" if pipeline.task == "ner" else "seg")
+    if fmt == "wordpos" and pipeline.task != "pos":
+        raise UsageError(f"--format wordpos writes word_TAG tokens: it needs a pos model, and this is a "
+                         f"{pipeline.task} model")
     source = open(args.input, encoding="utf-8") if args.input else sys.stdin
     sink = open(args.output, "w", encoding="utf-8") if args.output else sys.stdout
     try:

@@ -93,7 +93,7 @@ __all__ = [
 ]
 
 FORMATS = ("seg", "conllu", "column", "wordpos", "jsonl")
-WRITE_FORMATS = ("seg", "column", "jsonl")
+WRITE_FORMATS = ("seg", "column", "wordpos", "jsonl")
 TAG_COLUMNS = ("upos", "xpos", "none")
 _CONLL_COLUMN = {"upos": 3, "xpos": 4}
 _BOM = b"\xef\xbb\xbf"
@@ -578,6 +578,19 @@ def _seg_line(ex: Example) -> str:
     return " ".join(words) + "\n"
 
 
+def _wordpos_line(ex: Example) -> str:
+    tokens: list[str] = []
+    pos = 0
+    for sp in _checked_spans(ex):
+        if ex.text[pos : sp.start].strip() or not sp.label:
+            raise ValueError(f"wordpos output needs a tag on every word: {ex.text[pos : sp.end]!r} has none")
+        tokens.extend(f"{word}_{sp.label}" for word in ex.text[sp.start : sp.end].split())
+        pos = sp.end
+    if ex.text[pos:].strip():
+        raise ValueError(f"wordpos output needs a tag on every word: {ex.text[pos:]!r} has none")
+    return " ".join(tokens) + "\n"
+
+
 # What str.split() splits on (str.isspace); tests check the list against Python's own.
 SPLIT_SPACES = np.asarray([0x09, 0x0A, 0x0B, 0x0C, 0x0D, 0x1C, 0x1D, 0x1E, 0x1F, 0x20, 0x85, 0xA0, 0x1680,
                            *range(0x2000, 0x200B), 0x2028, 0x2029, 0x202F, 0x205F, 0x3000], dtype=np.uint32)
@@ -663,6 +676,10 @@ def write_corpus(
       span), a blank line after each example. Whitespace characters are dropped
       (spans are shifted accordingly, a whitespace-only span disappears); an
       example with no non-whitespace character writes nothing.
+    * ``wordpos``: one line per example, ``word_TAG`` tokens separated by single
+      spaces (words as ``seg`` writes them, each with its span's label); every
+      non-whitespace character must be in a labelled span (a POS model's output),
+      else ``ValueError``.
     * ``jsonl``: ``{"text": ..., "spans": [[start, end, label], ...]}`` per line,
       spans sorted, non-ASCII kept as is.
 
@@ -688,5 +705,7 @@ def _write(examples: Iterable[Example], fp: IO[str], fmt: str, scheme: TagScheme
             fp.write(_seg_line(ex))
         elif fmt == "column":
             fp.write(_column_lines(ex, scheme))
+        elif fmt == "wordpos":
+            fp.write(_wordpos_line(ex))
         else:
             fp.write(_jsonl_line(ex))

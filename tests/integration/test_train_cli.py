@@ -324,6 +324,22 @@ def test_predict_pos_model_jsonl(pos_run, tmp_path, capsys, monkeypatch):
     check_jsonl(from_file, {"NOUN", "VERB", "PRON", "ADV", "PUNCT"})
 
 
+def test_predict_pos_model_wordpos(pos_run, seg_run, tmp_path, capsys, monkeypatch):
+    """word_TAG output, one line per input line, reads back as the same words and tags as the jsonl output."""
+    from training.readers import read_corpus
+
+    from_file, from_stdin, written = predict_outputs(capsys, monkeypatch, tmp_path, pos_run / "best", "wordpos")
+    assert from_file == from_stdin == written and len(from_file.split("\n")) - 1 == len(PREDICT_LINES)
+    path = tmp_path / "out.wordpos"
+    path.write_text(from_file, encoding="utf-8")
+    jsonl, _, _ = predict_outputs(capsys, monkeypatch, tmp_path, pos_run / "best", "jsonl")
+    expected = [[(r["text"][a:z], tag) for a, z, tag in r["spans"]] for r in map(json.loads, jsonl.splitlines())]
+    back = [[(e.text[s.start:s.end], s.label) for s in e.spans] for e in read_corpus(path, "wordpos")]
+    assert back == [words for words in expected if words]  # (blank lines are not examples)
+    line = cli_error(capsys, "predict", str(seg_run / "best"), str(tmp_path / "in.txt"), "--format", "wordpos")
+    assert "needs a pos model" in line
+
+
 def test_predict_column_uses_the_model_scheme(ner_run, tmp_path, capsys, monkeypatch):
     """Column output of a BIOES NER model is written in BIOES (I-PER), not BMES (M-PER)."""
     import training.cli as cli

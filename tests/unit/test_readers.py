@@ -459,6 +459,21 @@ def test_seg_writer_keeps_uncovered_text_and_drops_labels():
     assert buf.getvalue() == "张三 在 北京\n"
 
 
+def test_wordpos_writer_roundtrip(tmp_path):
+    examples = [
+        Example("我爱北京。", [Span(0, 1, "PRON"), Span(1, 2, "VERB"), Span(2, 4, "PROPN"), Span(4, 5, "PUNCT")]),
+        Example("a_b New York", [Span(0, 3, "X"), Span(4, 12, "PROPN")]),
+    ]
+    path, back = roundtrip(tmp_path, examples, "wordpos")
+    assert path.read_text(encoding="utf-8") == "我_PRON 爱_VERB 北京_PROPN 。_PUNCT\na_b_X New_PROPN York_PROPN\n"
+    assert same(back[:1], examples[:1])  # (a word with a space comes back as two words)
+    assert back[1].text == "a_b New York" and back[1].spans == [Span(0, 3, "X"), Span(4, 7, "PROPN"),
+                                                                  Span(8, 12, "PROPN")]
+    for untagged in (Example("张三在", [Span(0, 2, "PER")]), Example("张三", [Span(0, 2, "")])):
+        with pytest.raises(ValueError, match="needs a tag on every word"):
+            write_corpus([untagged], io.StringIO(), "wordpos")
+
+
 def test_jsonl_writer_roundtrip(tmp_path):
     examples = EXAMPLES + [Example('引号"和\\换行\n', [Span(0, 2, "Q")])]
     path, back = roundtrip(tmp_path, examples, "jsonl")
