@@ -43,25 +43,37 @@ class DictionaryError(ValueError):
 
 
 class Dictionary:
-    def __init__(self, entries: Iterable[Entry] = (), normalize: Callable[[str], str] = lambda s: s):
+    """Entries by normalised text, found leftmost-longest in texts.
+
+    ``normalize`` maps one text (1:1 per character, so offsets hold); ``normalize_many`` (optional) maps a list
+    of texts at once, for building from many entries (a codec's ``normalize_all``: one array lookup instead of
+    one call per entry). Lookup costs a few dictionary probes per character whatever the number of entries: at
+    each position only the lengths that some entry starting with that character has are tried, longest first.
+    """
+
+    def __init__(self, entries: Iterable[Entry] = (), normalize: Callable[[str], str] = lambda s: s,
+                 normalize_many: Callable[[list[str]], list[str]] | None = None):
         self._normalize = normalize
         self._entries: dict[str, str] = {}  # normalised text -> label ("" = any)
-        self._by_first: dict[str, list[str]] = {}
-        for entry in entries:
-            self.add(entry)
+        self._lengths: dict[str, list[int]] = {}  # first character -> the entries' lengths, longest first
+        checked = [_checked(entry) for entry in entries]
+        if not checked:
+            return
+        texts = [text for text, _ in checked]
+        keys = normalize_many(texts) if normalize_many is not None else [normalize(t) for t in texts]
+        for key, (_, label) in zip(keys, checked):
+            self._insert(key, label)
 
     def add(self, entry: Entry) -> None:
-        text, label = (entry, "") if isinstance(entry, str) else (entry if _is_pair(entry) else (None, None))
-        if not isinstance(text, str) or not isinstance(label, str):
-            raise DictionaryError("a dictionary entry is a string or a (text, label) pair of strings")
-        if not text.strip() or len(text) > MAX_ENTRY_CHARS:
-            raise DictionaryError(f"dictionary entries must be 1..{MAX_ENTRY_CHARS} characters and not blank")
-        if text != text.strip():
-            raise DictionaryError(f"dictionary entry {text!r} starts or ends with whitespace")
-        key = self._normalize(text)
+        text, label = _checked(entry)
+        self._insert(self._normalize(text), label)
+
+    def _insert(self, key: str, label: str) -> None:
         if key not in self._entries:
-            self._by_first.setdefault(key[0], []).append(key)
-            self._by_first[key[0]].sort(key=len, reverse=True)
+            lengths = self._lengths.setdefault(key[0], [])
+            if len(key) not in lengths:
+                lengths.append(len(key))
+                lengths.sort(reverse=True)
         self._entries[key] = label
 
     def __len__(self) -> int:
@@ -74,17 +86,31 @@ class Dictionary:
     def find(self, text: str) -> list[Span]:
         """Leftmost-longest, non-overlapping matches in ``text`` as spans (label "" = any)."""
         normed = self._normalize(text)
+        entries, by_first = self._entries, self._lengths
         spans: list[Span] = []
         i, n = 0, len(normed)
         while i < n:
-            for key in self._by_first.get(normed[i], ()):
-                if normed.startswith(key, i):
-                    spans.append(Span(i, i + len(key), self._entries[key]))
-                    i += len(key)
+            for length in by_first.get(normed[i], ()):
+                label = entries.get(normed[i : i + length]) if i + length <= n else None
+                if label is not None:
+                    spans.append(Span(i, i + length, label))
+                    i += length
                     break
             else:
                 i += 1
         return spans
+
+
+def _checked(entry: Entry) -> tuple[str, str]:
+    """``(text, label)`` of a valid entry; :class:`DictionaryError` otherwise."""
+    text, label = (entry, "") if isinstance(entry, str) else (entry if _is_pair(entry) else (None, None))
+    if not isinstance(text, str) or not isinstance(label, str):
+        raise DictionaryError("a dictionary entry is a string or a (text, label) pair of strings")
+    if not text.strip() or len(text) > MAX_ENTRY_CHARS:
+        raise DictionaryError(f"dictionary entries must be 1..{MAX_ENTRY_CHARS} characters and not blank")
+    if text != text.strip():
+        raise DictionaryError(f"dictionary entry {text!r} starts or ends with whitespace")
+    return text, label
 
 
 def _is_pair(value: Any) -> bool:
@@ -94,7 +120,6 @@ def _is_pair(value: Any) -> bool:
 def to_entries(raw: Iterable[Any]) -> list[Entry]:
     """``"text"`` / ``{"text", "label"}`` / ``(text, label)`` -> dictionary entries; validates each."""
     entries: list[Entry] = []
-    probe = Dictionary()
     for i, item in enumerate(raw):
         if isinstance(item, dict):
             text, label = item.get("text"), item.get("label") or ""
@@ -104,7 +129,7 @@ def to_entries(raw: Iterable[Any]) -> list[Entry]:
         else:
             entry = item
         try:
-            probe.add(entry)
+            _checked(entry)
         except DictionaryError as exc:
             raise DictionaryError(f"entry {i}: {exc}") from None
         entries.append(entry)
@@ -133,7 +158,7 @@ def parse_entry_line(line: str) -> Entry | None:
         raise DictionaryError(f"expected 'word', 'word LABEL' or 'word FREQUENCY LABEL', got {len(fields)} fields "
                               "(separate fields with a tab when a word contains spaces)")
     entry: Entry = (text, rest[0]) if rest else text
-    Dictionary().add(entry)  # the same checks as every entry
+    _checked(entry)  # the same checks as every entry
     return entry
 
 

@@ -126,7 +126,8 @@ class Pipeline:
     def dictionary(self, entries: Iterable[Entry]) -> Dictionary:
         """A matcher for ``entries`` that finds them as this model's codec normalises text (full-width,
         case, ...). Raises :class:`~models.dictionary.DictionaryError` for a label the model lacks."""
-        return self._checked(Dictionary(entries, normalize=self.codec.normalize))
+        return self._checked(Dictionary(entries, normalize=self.codec.normalize,
+                                        normalize_many=self.codec.normalize_all))
 
     def _checked(self, dictionary: Dictionary) -> Dictionary:
         unknown = sorted(dictionary.labels - set(self.meta.labels))

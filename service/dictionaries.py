@@ -78,14 +78,15 @@ class DictionaryStore:
             self._entries[name] = loaded
         return loaded
 
-    def compiled(self, name: str, normalize: Callable[[str], str], key: Any) -> Dictionary:
+    def compiled(self, name: str, normalize: Callable[[str], str], key: Any,
+                 normalize_many: Callable[[list[str]], list[str]] | None = None) -> Dictionary:
         """The matcher of stored dictionary ``name`` for a model whose normaliser is identified by ``key``."""
         stamp, entries = self._load(name)
         cache_key = (name, stamp, key)
         with self._lock:
             found = self._compiled.get(cache_key)
         if found is None:
-            found = Dictionary(entries, normalize=normalize)
+            found = Dictionary(entries, normalize=normalize, normalize_many=normalize_many)
             with self._lock:
                 # keep only the current version of each dictionary, and not too many
                 for k in [k for k in self._compiled if k[0] == name and k[1] != stamp]:

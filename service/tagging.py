@@ -97,12 +97,13 @@ class DictionarySpec:
             self._all_entries(store)  # 404 / 422 with a clear message
             try:
                 # same name and content hash = same codec, so the same normalisation
-                dictionary = store.compiled(self.stored, codec.normalize, key=(model.name, model.version))
+                dictionary = store.compiled(self.stored, codec.normalize, key=(model.name, model.version),
+                                            normalize_many=codec.normalize_all)
             except DictionaryNotFound:
                 raise ServiceError(404, "dictionary_not_found",
                                    f"no stored dictionary named {self.stored!r}") from None
         else:
-            dictionary = Dictionary(self.entries or (), normalize=codec.normalize)
+            dictionary = Dictionary(self.entries or (), normalize=codec.normalize, normalize_many=codec.normalize_all)
         unknown = sorted(dictionary.labels - set(model.labels))
         if unknown:
             have = ", ".join(model.labels) or "none: it only segments"

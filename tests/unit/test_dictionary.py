@@ -7,6 +7,8 @@ import json
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from models.dictionary import Dictionary, DictionaryError, parse_entry_line, read_dictionary, without_labels
 from models.pipeline import Pipeline
@@ -81,6 +83,41 @@ def test_bad_files_name_the_file_and_line(tmp_path, content, message):
     with pytest.raises(DictionaryError) as info:
         read_dictionary(path)
     assert message in str(info.value)
+
+
+def leftmost_longest(entries: dict[str, str], text: str) -> list[Span]:
+    """The matching rule, written the slow, obvious way."""
+    spans, i = [], 0
+    while i < len(text):
+        hits = [key for key in entries if text.startswith(key, i)]
+        if hits:
+            key = max(hits, key=len)
+            spans.append(Span(i, i + len(key), entries[key]))
+            i += len(key)
+        else:
+            i += 1
+    return spans
+
+
+WORDS = st.text(alphabet="ab中文Ａ", min_size=1, max_size=5)
+
+
+@settings(max_examples=200, deadline=None)
+@given(entries=st.lists(st.tuples(WORDS, st.sampled_from(["", "X", "Y"])), max_size=12),
+       text=st.text(alphabet="ab中文Ａ ", max_size=30))
+def test_find_is_leftmost_longest_and_the_last_definition_wins(entries, text):
+    fold = str.lower
+    dictionary = Dictionary([(w, lab) for w, lab in entries], normalize=fold,
+                            normalize_many=lambda texts: [fold(t) for t in texts])
+    one_by_one = Dictionary(normalize=fold)
+    for entry in entries:
+        one_by_one.add(entry)
+    expected = {}
+    for word, label in entries:
+        expected[fold(word)] = label
+    assert dictionary.find(text) == one_by_one.find(text) == leftmost_longest(expected, fold(text))
+    assert [s.label for s in dictionary.find(text)] == [s.label for s in leftmost_longest(expected, fold(text))]
+    assert len(dictionary) == len(expected)
 
 
 # ---- tagging with a dictionary ---------------------------------------------------------------
