@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 from models.checkpoint import architecture_name, read_config
+from models.codec import CodecConfig
 from models.tagger import TaggerConfig
 
 CORPORA = {
@@ -56,6 +57,10 @@ def describe_network(tagger: dict) -> str:
     return text
 
 
+def _codec_config(directory: Path) -> dict:
+    return json.loads((Path(directory) / "codec.json").read_text(encoding="utf-8"))["config"]
+
+
 def render_card(directory: Path, name: str, corpus: str) -> str:
     config = read_config(directory)
     info = CORPORA[corpus]
@@ -87,6 +92,15 @@ def render_card(directory: Path, name: str, corpus: str) -> str:
                     "different batches, in the service too; "
                     "`--no-int8` (`seqtag predict`/`evaluate`) or `SEQTAG_INT8=false` (the service) runs it in "
                     "float32 instead, slower but the same for a text whatever its batch (see BENCHMARKS.md).\n")
+    codec = CodecConfig.model_validate(_codec_config(directory))
+    if codec.t2s:
+        shipped += ("\nTraditional characters are read as simplified ones (trained with `--t2s`): text in either "
+                    "script gets the same units.\n")
+    elif codec.t2s_unseen:
+        shipped += ("\nTraditional characters this model never saw look up as their simplified forms when it knows "
+                    "those (the codec's `t2s_unseen`), so it reads traditional text as well as the same text in "
+                    "simplified characters, up to the words the two scripts write differently (see \"Traditional "
+                    "characters\" in BENCHMARKS.md).\n")
     return f"""# {name}
 
 {TASK_TEXT[config['task']].capitalize()} for Chinese: a character(+bigram) {describe_network(config.get('tagger', {}))}
