@@ -4,6 +4,7 @@ runs (start-up included), encoder GFLOP/s against this machine's float32 matmul 
 from __future__ import annotations
 
 import functools
+import gc
 import importlib.util
 import subprocess
 import sys
@@ -98,6 +99,10 @@ def throughput(ctx: Context, source: TextSource, pipelines: list[tuple[ModelInfo
         runs[("LAC", None)] = lac_run
 
     texts = source.texts
+    # What is loaded stays out of the garbage collector, as in `seqtag predict` and the service: otherwise every
+    # full collection walks torch's ~175k objects (~30 ms, a third of some passes), at random points.
+    gc.collect()
+    gc.freeze()
     # A first pass kept out of the medians: CPU LSTM kernels are set up once per sequence shape (oneDNN), ONNX
     # Runtime and allocators warm up. Its time is shown as "first pass s".
     first = {key: timed(lambda: run_(texts)) for key, run_ in runs.items()}
@@ -118,7 +123,8 @@ def throughput(ctx: Context, source: TextSource, pipelines: list[tuple[ModelInfo
     table.notes += [
         f"text: {source.describe()}; one pass tags all of it; medians over {ctx.repeats_text} (interleaved) "
         "after one warm-up pass kept out of them (its time is \"first pass s\": kernel set-up per new sequence "
-        "shape makes it slower on CPU)",
+        "shape makes it slower on CPU); everything loaded (models, jieba's dictionary, LAC) is frozen out of "
+        "Python's garbage collector first (`gc.freeze()`, as `seqtag predict` and the service do)",
         f"seqtag: `Pipeline.predict(texts, max_batch=B)` on {ctx.device}, {torch.get_num_threads()} torch threads, "
         "float32" + (f" (dynamic int8 on CPU, as shipped: {', '.join(int8)})" if int8 else "")
         + "; ratios are chars/s over chars/s measured in this run",

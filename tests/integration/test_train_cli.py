@@ -764,3 +764,21 @@ def test_predict_tags_lines_in_sentence_pieces(seg_run, tmp_path, capsys):
     for window in ("0", "256"):
         status, out, _ = run_cli(capsys, "evaluate", model, str(gold), "--json", "--window", window)
         assert status == 0 and json.loads(out)["sentences"] == 1
+
+
+def test_the_program_freezes_loaded_objects_out_of_the_collector(seg_run, monkeypatch):
+    """As the `seqtag` program, loading a model ends with gc.freeze() (full collections would otherwise walk
+    torch's objects, ~30 ms each); called from Python, main() leaves the caller's collector alone."""
+    import gc
+
+    import training.cli as cli
+
+    gc.unfreeze()
+    try:
+        cli._load_pipeline(str(seg_run / "best"), "cpu")
+        assert gc.get_freeze_count() == 0
+        monkeypatch.setattr(cli, "_program", True)
+        cli._load_pipeline(str(seg_run / "best"), "cpu")
+        assert gc.get_freeze_count() > 1000
+    finally:
+        gc.unfreeze()
