@@ -218,7 +218,7 @@ class Pipeline:
         self.tagger.eval()
         pick, lengths = encoded.rows(order)
         batch = self.codec.pad(encoded.flat_ids[pick], lengths)
-        flat_offsets = encoded.flat_offsets[pick]  # the batch's units, row by row
+        flat_offsets = np.take(encoded.flat_offsets, pick, axis=0)  # the batch's units, row by row
         width = batch.unit_ids.shape[1]
         tag_mask = None
         if forced is not None and any(forced):
