@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Response
+import email.message
+import json
 
-from models.dictionary import DictionaryError
-from service.deps import Admin, JSONBody, SettingsDep, StoreDep
+from fastapi import APIRouter, Request, Response
+from fastapi.exceptions import RequestValidationError
+from pydantic import ValidationError
+
+from models.dictionary import DictionaryError, parse_entry_line
+from service.deps import Admin, SettingsDep, StoreDep, is_json_content_type
 from service.dictionaries import DictionaryNotFound, entries_to_json, to_entries, valid_name
 from service.errors import ServiceError
 from service.responses import JSONResponse
@@ -42,22 +47,86 @@ def get_dictionary(name: str, store: StoreDep) -> JSONResponse:
     return JSONResponse({"name": name, "entries": entries_to_json(entries)})
 
 
-@router.put("/{name}", response_model=DictionaryOut, responses=ERROR_RESPONSES, dependencies=[JSONBody],
-            summary="Create or replace a dictionary")
-def put_dictionary(name: str, body: DictionaryBody, store: StoreDep, settings: SettingsDep) -> JSONResponse:
+def _json_body_schema() -> dict:
+    """DictionaryBody's JSON schema for the OpenAPI document (its entry type is in the components already)."""
+    schema = DictionaryBody.model_json_schema(ref_template="#/components/schemas/{model}")
+    schema.pop("$defs", None)
+    return schema
+
+
+_TEXT_EXAMPLE = "华星公司 ORG\n# comments and blank lines are skipped\n阿里云 100 nz\nNew York\tLOC\n"
+
+
+@router.put("/{name}", response_model=DictionaryOut, responses=ERROR_RESPONSES,
+            summary="Create or replace a dictionary",
+            openapi_extra={"requestBody": {"required": True, "content": {
+                "application/json": {"schema": _json_body_schema()},
+                "text/plain": {"schema": {"type": "string"}, "example": _TEXT_EXAMPLE}}}})
+async def put_dictionary(name: str, request: Request, store: StoreDep, settings: SettingsDep) -> JSONResponse:
     """Saved as ``NAME.json`` in the dictionaries directory (atomically). 201 when new, 200 when replaced.
-    Requests use it with ``"dictionary": "NAME"``."""
+    Requests use it with ``"dictionary": "NAME"``.
+
+    The body is JSON (``{"entries": ["word", {"text": ..., "label": ...}]}``) or, as ``text/plain`` in UTF-8, a
+    dictionary file as ``seqtag predict --dictionary`` reads it: one entry per line, ``word``, ``word LABEL``
+    or jieba's ``word FREQ TAG`` (tabs separate the fields on a line that has one), ``#`` comments."""
     _check_name(name)
-    if len(body.entries) > settings.max_dictionary_entries:
-        raise ServiceError(413, "dictionary_too_large", f"{len(body.entries)} entries; the limit is "
+    content_type = request.headers.get("content-type") or ""
+    body = await request.body()
+    if content_type and is_json_content_type(content_type):
+        # parsed and checked as FastAPI does a JSON body (Python's json: lone surrogate escapes are text too),
+        # and its errors answered the same way (400 for bad JSON, 422 for the rest)
+        try:
+            parsed = DictionaryBody.model_validate(json.loads(body))
+        except json.JSONDecodeError as exc:
+            raise RequestValidationError([{"type": "json_invalid", "loc": ("body", exc.pos), "msg": "JSON decode "
+                                           "error", "input": {}, "ctx": {"error": exc.msg}}]) from None
+        except UnicodeDecodeError as exc:
+            raise RequestValidationError([{"type": "json_invalid", "loc": ("body",), "msg": "JSON decode error",
+                                           "input": {}, "ctx": {"error": exc.reason}}]) from None
+        except ValidationError as exc:
+            raise RequestValidationError([{**e, "loc": ("body", *e["loc"])} for e in exc.errors()]) from None
+        raw = [e if isinstance(e, str) else {"text": e.text, "label": e.label} for e in parsed.entries]
+        try:
+            entries = to_entries(raw)
+        except DictionaryError as exc:
+            raise ServiceError(422, "invalid_dictionary", f"dictionary {exc}") from None
+    elif content_type and _is_text_plain(content_type):
+        entries = _text_entries(body, settings.max_dictionary_entries)
+    else:
+        raise ServiceError(415, "unsupported_media_type", "send the entries as JSON ('Content-Type: application/"
+                           "json') or as dictionary lines ('Content-Type: text/plain; charset=utf-8'), not "
+                           f"{content_type or 'no content type'!r}")
+    if len(entries) > settings.max_dictionary_entries:
+        raise ServiceError(413, "dictionary_too_large", f"{len(entries)} entries; the limit is "
                            f"{settings.max_dictionary_entries}")
-    raw = [e if isinstance(e, str) else {"text": e.text, "label": e.label} for e in body.entries]
-    try:
-        entries = to_entries(raw)
-    except DictionaryError as exc:
-        raise ServiceError(422, "invalid_dictionary", f"dictionary {exc}") from None
     created = store.put(name, entries)
     return JSONResponse({"name": name, "entries": entries_to_json(entries)}, status_code=201 if created else 200)
+
+
+def _is_text_plain(value: str) -> bool:
+    message = email.message.Message()
+    message["content-type"] = value
+    return message.get_content_type() == "text/plain"
+
+
+def _text_entries(body: bytes, limit: int) -> list:
+    """The entries of a text/plain dictionary body; 400 when it is not UTF-8, 422 naming the first bad line."""
+    try:
+        text = body.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise ServiceError(400, "invalid_text", f"the dictionary is not UTF-8 text ({exc.reason} at byte "
+                           f"{exc.start}); send it as UTF-8") from None
+    entries = []
+    for number, line in enumerate(text.splitlines(), 1):
+        try:
+            entry = parse_entry_line(line)
+        except DictionaryError as exc:
+            raise ServiceError(422, "invalid_dictionary", f"dictionary line {number}: {exc}") from None
+        if entry is not None:
+            entries.append(entry)
+            if len(entries) > limit:
+                break  # 413 from the caller, without parsing the rest
+    return entries
 
 
 @router.delete("/{name}", status_code=204, responses=ERROR_RESPONSES, summary="Delete a dictionary")

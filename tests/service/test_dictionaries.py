@@ -150,7 +150,39 @@ def test_stored_dictionary_bad_bodies(client):
     assert_error(client.put("/v1/dictionaries/d1", json={"entries": "x"}), 422)
     assert_error(client.put("/v1/dictionaries/d1", json=["x"]), 422)
     assert_error(client.put("/v1/dictionaries/d1", content=b"{", headers={"content-type": "application/json"}), 400)
-    assert_error(client.put("/v1/dictionaries/d1", content=b"x", headers={"content-type": "text/plain"}), 415)
+    assert_error(client.put("/v1/dictionaries/d1", content=b"x", headers={"content-type": "application/xml"}), 415)
+    assert_error(client.put("/v1/dictionaries/d1", content=b"x"), 415)
+    assert_error(client.put("/v1/dictionaries/d1", json={"entries": ["x"], "other": 1}), 422)
+    assert_error(client.put("/v1/dictionaries/d1", json={"entries": [{"text": "x", "label": 5}]}), 422)
+
+
+def test_stored_dictionary_from_dictionary_lines(client):
+    """text/plain: the lines `seqtag predict --dictionary` reads (word, word LABEL, jieba's word FREQ TAG, tabs
+    when a word has spaces, # comments); stored and answered as JSON entries."""
+    lines = "\ufeff# brands\n华星公司 ORG\n\n阿里云 100 nz\r\n图书馆\t3\nNew York\tLOC\n"
+    created = client.put("/v1/dictionaries/lines", content=lines.encode("utf-8"),
+                         headers={"content-type": "text/plain; charset=utf-8"})
+    assert created.status_code in (200, 201), created.text
+    expected = [{"text": "华星公司", "label": "ORG"}, {"text": "阿里云", "label": "nz"}, "图书馆",
+                {"text": "New York", "label": "LOC"}]
+    assert created.json()["entries"] == expected
+    assert client.get("/v1/dictionaries/lines").json()["entries"] == expected
+    error = assert_error(client.put("/v1/dictionaries/lines", content="a\nb c d\n".encode("utf-8"),
+                                    headers={"content-type": "text/plain"}), 422)
+    assert "line 2" in error["message"]
+    error = assert_error(client.put("/v1/dictionaries/lines", content=b"\xff\xfe\x00",
+                                    headers={"content-type": "text/plain"}), 400)
+    assert "UTF-8" in error["message"]
+    assert client.get("/v1/dictionaries/lines").json()["entries"] == expected  # a refused body changes nothing
+
+
+def test_stored_dictionary_size_limit(make_client):
+    client = make_client(max_dictionary_entries=3)
+    for body, headers in ((b"a\nb\nc\nd\ne\n", {"content-type": "text/plain"}),
+                          (b'{"entries": ["a", "b", "c", "d"]}', {"content-type": "application/json"})):
+        assert_error(client.put("/v1/dictionaries/big", content=body, headers=headers), 413)
+    assert client.put("/v1/dictionaries/big", content=b"a\nb\nc\n", headers={"content-type": "text/plain"}
+                      ).status_code == 201
 
 
 @pytest.mark.parametrize("name", ["..", ".hidden", "a" * 65, "-x", "a b", "ü", "x%2F..%2F..%2Fetc", "..%2Fetc"])
