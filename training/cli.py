@@ -96,6 +96,8 @@ def build_parser() -> argparse.ArgumentParser:
                     help="output format (default: seg for seg/pos models, jsonl for ner; wordpos: word_TAG tokens, "
                     "pos models)")
     pr.add_argument("--output", "-o", help="output file (default: stdout)")
+    pr.add_argument("--scores", action="store_true",
+                    help="jsonl output: add \"scores\", each span's confidence (0..1, from the CRF's marginals)")
     pr.add_argument("--device", default="auto")
     pr.add_argument("--batch-size", type=int, default=256)
     pr.add_argument("--window", type=int, default=DEFAULT_WINDOW, metavar="N",
@@ -346,6 +348,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
     workers = _batch_workers(pipeline, args.workers)
     dictionary = _dictionary(pipeline, args)
     fmt = args.format or ("jsonl" if pipeline.task == "ner" else "seg")
+    if args.scores and fmt != "jsonl":
+        raise UsageError(f"--scores needs --format jsonl (the {fmt} format has no place for them)")
     if fmt == "wordpos" and pipeline.task != "pos":
         raise UsageError(f"--format wordpos writes word_TAG tokens: it needs a pos model, and this is a "
                          f"{pipeline.task} model")
@@ -356,9 +360,9 @@ def cmd_predict(args: argparse.Namespace) -> int:
         for line in source:
             chunk.append(line.rstrip("\n").rstrip("\r"))
             if len(chunk) >= 4096:
-                _predict_chunk(pipeline, chunk, fmt, sink, args.batch_size, workers, dictionary, window)
+                _predict_chunk(pipeline, chunk, fmt, sink, args.batch_size, workers, dictionary, window, args.scores)
                 chunk = []
-        _predict_chunk(pipeline, chunk, fmt, sink, args.batch_size, workers, dictionary, window)
+        _predict_chunk(pipeline, chunk, fmt, sink, args.batch_size, workers, dictionary, window, args.scores)
     except UnicodeDecodeError as exc:
         raise UsageError(f"{args.input or 'stdin'}: not UTF-8 text ({exc.reason})") from None
     finally:
@@ -370,19 +374,19 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 
 def _predict_chunk(pipeline, texts: list[str], fmt: str, sink, batch_size: int, workers: int = 1,
-                   dictionary=None, window: int | None = None) -> None:
+                   dictionary=None, window: int | None = None, scores: bool = False) -> None:
     from models.spans import Example
     from training.readers import seg_lines, write_corpus
 
     if not texts:
         return
     table = pipeline.predict_table(texts, max_batch=batch_size, workers=workers, dictionary=dictionary,
-                                   window=window)
+                                   window=window, scores=scores)
     if fmt == "seg":  # built from the span arrays directly: no Span objects, no per-word Python
         sink.write(seg_lines(texts, table))
         return
     examples = [Example(t, s) for t, s in zip(texts, table.to_lists())]
-    write_corpus(examples, sink, fmt, scheme=pipeline.meta.scheme)
+    write_corpus(examples, sink, fmt, scheme=pipeline.meta.scheme, scores=scores)
 
 
 def cmd_compact(args: argparse.Namespace) -> int:

@@ -654,9 +654,13 @@ def _column_lines(ex: Example, scheme: TagScheme) -> str:
     return "".join(f"{ch} {tag}\n" for ch, tag in zip(chars, tags)) + "\n"
 
 
-def _jsonl_line(ex: Example) -> str:
+def _jsonl_line(ex: Example, scores: bool = False) -> str:
     spans = _checked_spans(ex)
-    record = {"text": ex.text, "spans": [[sp.start, sp.end, sp.label] for sp in spans]}
+    record: dict = {"text": ex.text, "spans": [[sp.start, sp.end, sp.label] for sp in spans]}
+    if scores:
+        if any(sp.score is None for sp in spans):
+            raise ValueError("scores were asked for, but a span has none")
+        record["scores"] = [round(sp.score, 4) for sp in spans]
     return json.dumps(record, ensure_ascii=False) + "\n"
 
 
@@ -665,8 +669,9 @@ def write_corpus(
     fp_or_path: str | os.PathLike | IO[str],
     fmt: str,
     scheme: TagScheme = TagScheme.BMES,
+    scores: bool = False,
 ) -> None:
-    """Write ``examples`` as ``fmt`` (``seg``, ``column`` or ``jsonl``), UTF-8, ``\\n`` lines.
+    """Write ``examples`` as ``fmt`` (``seg``, ``column``, ``wordpos`` or ``jsonl``), UTF-8, ``\\n`` lines.
 
     * ``seg``: one line per example, the span texts (in text order) separated by
       single spaces. Labels are dropped; non-whitespace text outside every span is
@@ -681,7 +686,8 @@ def write_corpus(
       non-whitespace character must be in a labelled span (a POS model's output),
       else ``ValueError``.
     * ``jsonl``: ``{"text": ..., "spans": [[start, end, label], ...]}`` per line,
-      spans sorted, non-ASCII kept as is.
+      spans sorted, non-ASCII kept as is; with ``scores``, also ``"scores": [...]``, each
+      span's score (4 decimals) in the same order (the reader ignores it).
 
     Reading the output back with the same format gives the same examples (texts
     and sorted spans) when they are representable: for ``seg`` the spans tile the
@@ -691,15 +697,17 @@ def write_corpus(
     """
     if fmt not in WRITE_FORMATS:
         raise ValueError(f"cannot write format {fmt!r}; expected one of {', '.join(WRITE_FORMATS)}")
+    if scores and fmt != "jsonl":
+        raise ValueError("only the jsonl format carries scores")
     scheme = TagScheme(scheme)
     if isinstance(fp_or_path, (str, os.PathLike)):
         with open(fp_or_path, "w", encoding="utf-8", newline="\n") as fp:
-            _write(examples, fp, fmt, scheme)
+            _write(examples, fp, fmt, scheme, scores)
     else:
-        _write(examples, fp_or_path, fmt, scheme)
+        _write(examples, fp_or_path, fmt, scheme, scores)
 
 
-def _write(examples: Iterable[Example], fp: IO[str], fmt: str, scheme: TagScheme) -> None:
+def _write(examples: Iterable[Example], fp: IO[str], fmt: str, scheme: TagScheme, scores: bool = False) -> None:
     for ex in examples:
         if fmt == "seg":
             fp.write(_seg_line(ex))
@@ -708,4 +716,4 @@ def _write(examples: Iterable[Example], fp: IO[str], fmt: str, scheme: TagScheme
         elif fmt == "wordpos":
             fp.write(_wordpos_line(ex))
         else:
-            fp.write(_jsonl_line(ex))
+            fp.write(_jsonl_line(ex, scores))

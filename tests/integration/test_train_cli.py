@@ -782,3 +782,26 @@ def test_the_program_freezes_loaded_objects_out_of_the_collector(seg_run, monkey
         assert gc.get_freeze_count() > 1000
     finally:
         gc.unfreeze()
+
+
+def test_predict_jsonl_with_scores(seg_run, tmp_path, capsys):
+    """--scores adds each span's confidence to the jsonl records (same order as "spans"); the output still
+    reads back as the same spans; other formats refuse it."""
+    from training.readers import read_corpus
+
+    data = tmp_path / "input.txt"
+    data.write_text("\n".join(PREDICT_LINES) + "\n", encoding="utf-8")
+    model = str(seg_run / "best")
+    status, plain, _ = run_cli(capsys, "predict", model, str(data), "--format", "jsonl")
+    status, scored, _ = run_cli(capsys, "predict", model, str(data), "--format", "jsonl", "--scores")
+    assert status == 0
+    records = [json.loads(line) for line in scored.splitlines()]
+    assert [r["spans"] for r in records] == [json.loads(line)["spans"] for line in plain.splitlines()]
+    assert all(len(r["scores"]) == len(r["spans"]) and all(0 <= x <= 1 for x in r["scores"]) for r in records)
+    assert sum(len(r["scores"]) for r in records) > 0
+    path = tmp_path / "scored.jsonl"
+    path.write_text(scored, encoding="utf-8")
+    assert [[(s.start, s.end, s.label) for s in e.spans] for e in read_corpus(path, "jsonl")] == [
+        [tuple(sp) for sp in r["spans"]] for r in records if r["text"]]
+    assert "--scores needs --format jsonl" in cli_error(capsys, "predict", model, str(data), "--format", "column",
+                                                        "--scores")

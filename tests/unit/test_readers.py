@@ -474,6 +474,17 @@ def test_wordpos_writer_roundtrip(tmp_path):
             write_corpus([untagged], io.StringIO(), "wordpos")
 
 
+def test_jsonl_writer_scores():
+    buf = io.StringIO()
+    write_corpus([Example("张三", [Span(0, 2, "PER", 0.912345)]), Example("", [])], buf, "jsonl", scores=True)
+    assert [json.loads(line) for line in buf.getvalue().splitlines()] == [
+        {"text": "张三", "spans": [[0, 2, "PER"]], "scores": [0.9123]}, {"text": "", "spans": [], "scores": []}]
+    with pytest.raises(ValueError, match="only the jsonl format"):
+        write_corpus(EXAMPLES, io.StringIO(), "seg", scores=True)
+    with pytest.raises(ValueError, match="a span has none"):
+        write_corpus(EXAMPLES, io.StringIO(), "jsonl", scores=True)
+
+
 def test_jsonl_writer_roundtrip(tmp_path):
     examples = EXAMPLES + [Example('引号"和\\换行\n', [Span(0, 2, "Q")])]
     path, back = roundtrip(tmp_path, examples, "jsonl")
