@@ -183,14 +183,25 @@ def read_dictionary(path: str | Path) -> list[Entry]:
             return to_entries(raw)
         except DictionaryError as exc:
             raise DictionaryError(f"{path}: {exc}") from None
+    try:
+        return parse_entry_lines(content)
+    except DictionaryError as exc:
+        raise DictionaryError(f"{path}, {exc}") from None
+
+
+def parse_entry_lines(text: str, limit: int | None = None) -> list[Entry]:
+    """The entries of a text dictionary's lines (:func:`parse_entry_line`); errors name the line. With
+    ``limit``, reading stops at ``limit + 1`` entries (enough to tell the caller there are too many)."""
     entries: list[Entry] = []
-    for number, line in enumerate(content.splitlines(), 1):
+    for number, line in enumerate(text.splitlines(), 1):
         try:
             entry = parse_entry_line(line)
         except DictionaryError as exc:
-            raise DictionaryError(f"{path}, line {number}: {exc}") from None
+            raise DictionaryError(f"line {number}: {exc}") from None
         if entry is not None:
             entries.append(entry)
+            if limit is not None and len(entries) > limit:
+                break
     return entries
 
 

@@ -67,12 +67,22 @@ async def get_service(request: Request) -> Service:
 
 
 @functools.lru_cache(maxsize=64)
-def is_json_content_type(value: str) -> bool:
-    """``application/json`` or ``application/*+json``, parameters allowed (a few distinct values repeat)."""
+def _media_type(value: str) -> tuple[str, str]:
+    """A Content-Type header's (type, subtype), lower case, parameters dropped (a few distinct values repeat)."""
     message = email.message.Message()
     message["content-type"] = value
-    subtype = message.get_content_subtype()
-    return message.get_content_maintype() == "application" and (subtype == "json" or subtype.endswith("+json"))
+    return message.get_content_maintype(), message.get_content_subtype()
+
+
+def is_json_content_type(value: str) -> bool:
+    """``application/json`` or ``application/*+json``, parameters allowed."""
+    maintype, subtype = _media_type(value)
+    return maintype == "application" and (subtype == "json" or subtype.endswith("+json"))
+
+
+def is_text_content_type(value: str) -> bool:
+    """``text/plain``, parameters allowed."""
+    return _media_type(value) == ("text", "plain")
 
 
 async def require_json(request: Request) -> None:

@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import email.message
 import json
 
 from fastapi import APIRouter, Request, Response
 from fastapi.exceptions import RequestValidationError
 from pydantic import ValidationError
 
-from models.dictionary import DictionaryError, parse_entry_line
-from service.deps import Admin, SettingsDep, StoreDep, is_json_content_type
+from models.dictionary import DictionaryError, parse_entry_lines
+from service.deps import Admin, SettingsDep, StoreDep, is_json_content_type, is_text_content_type
 from service.dictionaries import DictionaryNotFound, entries_to_json, to_entries, valid_name
 from service.errors import ServiceError
 from service.responses import JSONResponse
@@ -90,7 +89,7 @@ async def put_dictionary(name: str, request: Request, store: StoreDep, settings:
             entries = to_entries(raw)
         except DictionaryError as exc:
             raise ServiceError(422, "invalid_dictionary", f"dictionary {exc}") from None
-    elif content_type and _is_text_plain(content_type):
+    elif content_type and is_text_content_type(content_type):
         entries = _text_entries(body, settings.max_dictionary_entries)
     else:
         raise ServiceError(415, "unsupported_media_type", "send the entries as JSON ('Content-Type: application/"
@@ -103,12 +102,6 @@ async def put_dictionary(name: str, request: Request, store: StoreDep, settings:
     return JSONResponse({"name": name, "entries": entries_to_json(entries)}, status_code=201 if created else 200)
 
 
-def _is_text_plain(value: str) -> bool:
-    message = email.message.Message()
-    message["content-type"] = value
-    return message.get_content_type() == "text/plain"
-
-
 def _text_entries(body: bytes, limit: int) -> list:
     """The entries of a text/plain dictionary body; 400 when it is not UTF-8, 422 naming the first bad line."""
     try:
@@ -116,17 +109,10 @@ def _text_entries(body: bytes, limit: int) -> list:
     except UnicodeDecodeError as exc:
         raise ServiceError(400, "invalid_text", f"the dictionary is not UTF-8 text ({exc.reason} at byte "
                            f"{exc.start}); send it as UTF-8") from None
-    entries = []
-    for number, line in enumerate(text.splitlines(), 1):
-        try:
-            entry = parse_entry_line(line)
-        except DictionaryError as exc:
-            raise ServiceError(422, "invalid_dictionary", f"dictionary line {number}: {exc}") from None
-        if entry is not None:
-            entries.append(entry)
-            if len(entries) > limit:
-                break  # 413 from the caller, without parsing the rest
-    return entries
+    try:
+        return parse_entry_lines(text, limit)  # at most limit + 1 entries: the caller answers 413 past limit
+    except DictionaryError as exc:
+        raise ServiceError(422, "invalid_dictionary", f"dictionary {exc}") from None
 
 
 @router.delete("/{name}", status_code=204, responses=ERROR_RESPONSES, summary="Delete a dictionary")
