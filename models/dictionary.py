@@ -124,7 +124,7 @@ def to_entries(raw: Iterable[Any]) -> list[Entry]:
         if isinstance(item, dict):
             text, label = item.get("text"), item.get("label") or ""
             entry: Entry = (text, label) if label else text  # type: ignore[assignment]
-        elif isinstance(item, (list, tuple)) and len(item) == 2:
+        elif _is_pair(item):
             entry = (item[0], item[1]) if item[1] else item[0]
         else:
             entry = item

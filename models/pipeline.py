@@ -126,10 +126,10 @@ class Pipeline:
     def dictionary(self, entries: Iterable[Entry]) -> Dictionary:
         """A matcher for ``entries`` that finds them as this model's codec normalises text (full-width,
         case, ...). Raises :class:`~models.dictionary.DictionaryError` for a label the model lacks."""
-        return self._checked(Dictionary(entries, normalize=self.codec.normalize,
+        return self._check_labels(Dictionary(entries, normalize=self.codec.normalize,
                                         normalize_many=self.codec.normalize_all))
 
-    def _checked(self, dictionary: Dictionary) -> Dictionary:
+    def _check_labels(self, dictionary: Dictionary) -> Dictionary:
         unknown = sorted(dictionary.labels - set(self.meta.labels))
         if unknown:
             have = ", ".join(self.meta.labels) or "none: it only segments"
@@ -159,7 +159,8 @@ class Pipeline:
         if dictionary is not None:
             if forced is not None:
                 raise ValueError("give forced spans or a dictionary, not both")
-            matcher = self._checked(dictionary) if isinstance(dictionary, Dictionary) else self.dictionary(dictionary)
+            matcher = (self._check_labels(dictionary) if isinstance(dictionary, Dictionary)
+                       else self.dictionary(dictionary))
             if len(matcher):
                 forced = [self.codec.on_boundaries(encoded.offsets[i], matcher.find(text))
                           for i, text in enumerate(texts)]
