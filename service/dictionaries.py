@@ -16,7 +16,7 @@ import threading
 from pathlib import Path
 from typing import Any, Callable
 
-from models.dictionary import Dictionary, DictionaryError, Entry, entries_to_json, to_entries  # noqa: F401 (re-exported)
+from models.dictionary import Dictionary, DictionaryError, Entry, entries_to_json, to_entries
 from service.settings import NAME_PATTERN
 
 _NAME = re.compile(NAME_PATTERN)

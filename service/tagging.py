@@ -14,11 +14,11 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from models.dictionary import Dictionary, DictionaryError, Entry
+from models.dictionary import Dictionary, DictionaryError, Entry, to_entries
 from models.spans import SpanTable
 from models.textsplit import split_text
 from service.batcher import BatcherError, BatcherStopped, BatchFailed, DeadlineExceeded, Overloaded, Piece
-from service.dictionaries import DictionaryNotFound, DictionaryStore, to_entries, valid_name
+from service.dictionaries import DictionaryNotFound, DictionaryStore, valid_name
 from service.errors import ServiceError
 from service.metrics import Metrics
 from service.registry import LoadedModel

@@ -8,9 +8,9 @@ from fastapi import APIRouter, Request, Response
 from fastapi.exceptions import RequestValidationError
 from pydantic import ValidationError
 
-from models.dictionary import DictionaryError, parse_entry_lines
+from models.dictionary import DictionaryError, entries_to_json, parse_entry_lines, to_entries
 from service.deps import Admin, SettingsDep, StoreDep, is_json_content_type, is_text_content_type
-from service.dictionaries import DictionaryNotFound, entries_to_json, to_entries, valid_name
+from service.dictionaries import DictionaryNotFound, valid_name
 from service.errors import ServiceError
 from service.responses import JSONResponse
 from service.schemas import ERROR_RESPONSES, DictionaryBody, DictionaryNames, DictionaryOut
