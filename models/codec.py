@@ -339,7 +339,8 @@ class Codec:
         unit_counts: Counter[str] = Counter()
         # counted as the charmap alone normalises them: a traditional character in new text becomes a unit of
         # its own, not its simplified form (the t2s_unseen fallback is for units the vocabulary does not have)
-        table, self._table = self._table, self._charmap_table()
+        base = self._charmap_table()
+        table, self._table = self._table, base
         try:
             pieces = [self._pieces(t) for t in texts]
         finally:
@@ -363,13 +364,14 @@ class Codec:
             self.bigram_list.extend(new)
             added_bigrams = len(new)
             self._index_bigrams()
-        self._refresh_fallback()
+        self._refresh_fallback(base)
         return len(fresh), added_bigrams
 
-    def _refresh_fallback(self) -> None:
-        """Rebuild the lookup table with the ``t2s_unseen`` fallback for the current vocabulary."""
+    def _refresh_fallback(self, base: np.ndarray | None = None) -> None:
+        """Rebuild the lookup table with the ``t2s_unseen`` fallback for the current vocabulary (``base``: the
+        charmap's own table, when the caller has it)."""
         self._fallback: dict[str, str] = {}
-        base = self._table = self._charmap_table()
+        base = self._table = self._charmap_table() if base is None else base
         if not self.config.t2s_unseen or self.config.t2s:
             return
         vocab = self.tokenizer.get_vocab()
