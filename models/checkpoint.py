@@ -31,6 +31,7 @@ from models.tagger import Tagger, TaggerConfig
 FORMAT_VERSION = 2
 ROW_SCALE = ".row_scale"  # suffix of the float scales of an int8-stored table
 REQUIRED_FILES = ("config.json", "model.safetensors", "tokenizer.json", "codec.json")
+SEEN_FILE = "seen.json"  # optional: the training corpus's words / entity texts
 _PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt")
 TASKS = ("seg", "pos", "ner")
 
@@ -45,6 +46,9 @@ class ModelMeta:
     scheme: TagScheme
     tags: list[str]
     extra: dict[str, Any] = field(default_factory=dict)  # training config, metrics, corpora, versions...
+    # the words (seg/pos) or entity texts (ner) of the training corpus, for OOV / unseen-entity recall wherever
+    # the checkpoint goes (``seen.json``); None when not stored
+    seen: set[str] | None = None
 
     @property
     def labels(self) -> list[str]:
@@ -64,7 +68,8 @@ def library_versions() -> dict[str, str]:
 
 
 def build_tagger(config: TaggerConfig, codec: Codec, scheme: TagScheme, tags: list[str]) -> Tagger:
-    return Tagger(config, codec.num_units, codec.num_bigrams, len(tags), allowed_transitions(scheme, tags))
+    return Tagger(config, codec.num_units, codec.num_bigrams, len(tags), allowed_transitions(scheme, tags),
+                  codec.num_lexicon_features)
 
 
 def save_checkpoint(
@@ -93,6 +98,9 @@ def save_checkpoint(
             state[name], state[name + ROW_SCALE] = quantize_rows(state[name])
         save_file(state, str(tmp / "model.safetensors"), metadata={"format": "pt"})
         codec.save(tmp)
+        if meta.seen is not None:
+            seen = json.dumps({"seen": "\n".join(sorted(meta.seen))}, ensure_ascii=False)
+            (tmp / SEEN_FILE).write_text(seen, encoding="utf-8")
         config = {
             **meta.extra,
             "format_version": FORMAT_VERSION,
@@ -251,4 +259,15 @@ def load_checkpoint(directory: str | Path, device: str | torch.device = "cpu") -
     tagger.load_state_dict(state)
     tagger.to(device).eval()
     extra = {k: v for k, v in config.items() if k not in ("task", "scheme", "tags")}
-    return tagger, codec, ModelMeta(task, scheme, tags, extra)
+    return tagger, codec, ModelMeta(task, scheme, tags, extra, _read_seen(directory))
+
+
+def _read_seen(directory: Path) -> set[str] | None:
+    path = directory / SEEN_FILE
+    if not path.exists():
+        return None
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        return set(filter(None, data["seen"].split("\n")))
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise CheckpointError(f"{path}: unreadable ({type(exc).__name__})") from None

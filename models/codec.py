@@ -38,6 +38,7 @@ from pydantic import BaseModel, ConfigDict
 from tokenizers import Regex, Tokenizer, pre_tokenizers
 from tokenizers.models import WordLevel
 
+from models.lexicon import Lexicon, LexiconSource
 from models.spans import Span, ragged_take
 
 PAD, UNK, BOUNDARY = "[PAD]", "[UNK]", "[BOS]"
@@ -47,6 +48,7 @@ _SPECIALS = [PAD, UNK, BOUNDARY]
 # A decimal part only follows a digit: "v1.2" is one unit, "a.5" and "No.1" are three.
 _LATIN_RUN = r"(?:[\p{Latin}0-9]\p{M}*)+(?:(?<=[0-9])\.[0-9]+)*"
 _T2S_PATH = Path(__file__).parent / "data" / "t2s.json"
+LEXICON_FILE = "lexicon.json"  # in a checkpoint directory, when the model reads lexicon features
 
 
 class CodecConfig(BaseModel):
@@ -64,6 +66,9 @@ class CodecConfig(BaseModel):
     unit_min_freq: int = 1
     bigram_min_freq: int = 2
     max_bigrams: int = 50_000
+    # With a lexicon (``seqtag train --lexicon``): group its words by type (person, place, organisation, other,
+    # from the lexicon's tags) or treat them all alike.
+    lexicon_typed: bool = True
 
 
 def is_space(ch: str) -> bool:
@@ -154,12 +159,15 @@ class Encoded:
     ``offsets`` are views made on first use. Made from per-text lists, the flat arrays are made on first use.
     """
 
-    def __init__(self, offsets: list[np.ndarray], ids: list[np.ndarray]):
+    def __init__(self, offsets: list[np.ndarray], ids: list[np.ndarray],
+                 lexicon: list[np.ndarray] | None = None):
         self._offsets: list[np.ndarray] | None = offsets
         self._ids: list[np.ndarray] | None = ids
         self._counts: np.ndarray | None = None
         self._flat_offsets: np.ndarray | None = None
         self._flat_ids: np.ndarray | None = None
+        self._lexicon = lexicon
+        self._flat_lexicon: np.ndarray | None = None
 
     @classmethod
     def from_flat(cls, flat_offsets: np.ndarray, flat_ids: np.ndarray, counts: np.ndarray) -> "Encoded":
@@ -169,6 +177,7 @@ class Encoded:
         enc = cls(None, None)  # type: ignore[arg-type]
         enc._counts = counts.astype(np.int64, copy=False)
         enc._flat_offsets, enc._flat_ids = flat_offsets, flat_ids
+        enc._lexicon = None
         return enc
 
     @property
@@ -210,6 +219,20 @@ class Encoded:
                                   else np.zeros((0, 2), dtype=np.int64))
         return self._flat_offsets
 
+    @property
+    def flat_lexicon(self) -> np.ndarray | None:
+        """(N,) lexicon feature bits of every unit (see :mod:`models.lexicon`), None without a lexicon."""
+        if self._flat_lexicon is None and self._lexicon is not None:
+            self._flat_lexicon = np.concatenate(self._lexicon) if self._lexicon else np.zeros(0, dtype=np.int64)
+        return self._flat_lexicon
+
+    @property
+    def lexicon(self) -> list[np.ndarray] | None:
+        """Per text, its units' lexicon feature bits (None without a lexicon)."""
+        if self._lexicon is None and self._flat_lexicon is not None:
+            self._lexicon = np.split(self._flat_lexicon, np.cumsum(self.counts)[:-1])
+        return self._lexicon
+
     def rows(self, order: Sequence[int] | np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Flat indices of the units of texts ``order`` (in that order), and those texts' unit counts."""
         return ragged_take(self.counts, order)
@@ -217,19 +240,21 @@ class Encoded:
 
 @dataclass
 class Batch:
-    """Padded model inputs. unit_ids, bigram_ids: (B, L) / (B, L, 2) long; lengths: (B,) long (CPU)."""
+    """Padded model inputs. unit_ids, bigram_ids: (B, L) / (B, L, 2) long; lengths: (B,) long (CPU);
+    lexicon: (B, L) long bit masks of lexicon features, or None."""
 
     unit_ids: torch.Tensor
     bigram_ids: torch.Tensor | None
     lengths: torch.Tensor
+    lexicon: torch.Tensor | None = None
 
     def to(self, device: torch.device | str, non_blocking: bool = False) -> "Batch":
         move = lambda t: None if t is None else t.to(device, non_blocking=non_blocking)  # noqa: E731
-        return Batch(move(self.unit_ids), move(self.bigram_ids), self.lengths)
+        return Batch(move(self.unit_ids), move(self.bigram_ids), self.lengths, move(self.lexicon))
 
     def pin_memory(self) -> "Batch":
         pin = lambda t: None if t is None else t.pin_memory()  # noqa: E731
-        return Batch(pin(self.unit_ids), pin(self.bigram_ids), self.lengths)
+        return Batch(pin(self.unit_ids), pin(self.bigram_ids), self.lengths, pin(self.lexicon))
 
 
 class KeyIndex:
@@ -294,11 +319,13 @@ class Codec:
         tokenizer: Tokenizer,
         charmap: dict[str, str],
         bigrams: Sequence[tuple[str, str]] = (),
+        lexicon: Lexicon | None = None,
     ):
         self.config = config
         self.tokenizer = tokenizer
         self.charmap = charmap
         self.bigram_list = [tuple(b) for b in bigrams]
+        self.lexicon = lexicon
         self._index_bigrams()
         self._refresh_fallback()  # sets self._table: code point -> normalised code point
 
@@ -431,18 +458,63 @@ class Codec:
         pre = self.tokenizer.pre_tokenizer.pre_tokenize_str(self.normalize(text))
         return [p for p, _ in pre]
 
-    def encode(self, texts: Sequence[str]) -> Encoded:
-        """Units (ids and character offsets) of every text.
+    def encode(self, texts: Sequence[str], soft: Lexicon | None = None) -> Encoded:
+        """Units (ids and character offsets) of every text, and their lexicon features when the codec has a
+        lexicon (``soft``: a request's own words on top of it, see :meth:`soft_lexicon`).
 
         Texts made only of characters whose unit is plain (CJK, punctuation, ASCII letters and
         digits, whitespace) are split with array operations over all of them at once; the rest go
         through the ``tokenizers`` pipeline. Both give the same units (tests compare them).
         """
+        encoded = self._units(texts)
+        if self.lexicon is not None and len(encoded):
+            encoded._flat_lexicon = self.lexicon_features(texts, encoded, soft)
+        return encoded
+
+    def _units(self, texts: Sequence[str]) -> Encoded:
         if not texts:
             return Encoded([], [])
         if sum(map(len, texts)) < _SPLIT_MIN_CHARS:  # a few dozen array calls cost more than the tokenizer
             return self._tokenize(self.normalize_all(texts))
         return self._array_encode(texts)
+
+    # ---- lexicon features ----------------------------------------------
+    @property
+    def num_lexicon_features(self) -> int:
+        return self.lexicon.num_features if self.lexicon is not None else 0
+
+    def set_lexicon(self, entries: Iterable[str | tuple[str, str]], source: LexiconSource | None = None) -> int:
+        """Add lexicon words (``word`` or ``(word, tag)``); the first call gives the codec a lexicon. Returns how
+        many words were new."""
+        if self.lexicon is None:
+            self.lexicon = Lexicon.empty(self.config.lexicon_typed)
+        added = self.lexicon.add(entries, self.normalize_all)
+        if source is not None:
+            self.lexicon.sources.append(source)
+        return added
+
+    def soft_lexicon(self, entries: Iterable[str | tuple[str, str]]) -> Lexicon:
+        """A small lexicon of a request's own entries, laid over the stored one by :meth:`encode` (``soft``)."""
+        if self.lexicon is None:
+            raise ValueError("this model was trained without lexicon features: it cannot use a dictionary softly "
+                             "(use dictionary_mode 'hard', or retrain with --lexicon)")
+        soft = Lexicon(self.lexicon.groups, {})
+        soft.add(entries, self.normalize_all)
+        return soft
+
+    def _unit_counts(self, words: list[str]) -> np.ndarray:
+        return self._units(words).counts
+
+    def lexicon_features(self, texts: Sequence[str], encoded: Encoded, soft: Lexicon | None = None) -> np.ndarray:
+        """(N,) lexicon feature bits of ``encoded``'s units (the units of ``texts``)."""
+        points = self._normalized_points(texts)
+        lengths = np.fromiter(map(len, texts), np.int64, len(texts))
+        first = np.cumsum(lengths) - lengths
+        args = (points, first, encoded.counts, encoded.flat_offsets, self._unit_counts)
+        bits = self.lexicon.features(*args)
+        if soft is not None and soft.words:
+            bits |= soft.features(*args)
+        return bits
 
     def _array_encode(self, texts: Sequence[str]) -> Encoded:
         """:meth:`encode` by the array splitter, texts it cannot split by the tokenizer."""
@@ -535,13 +607,15 @@ class Codec:
     # ---- units -> tensors ---------------------------------------------
     def batch(self, encoded: Encoded, order: Sequence[int] | None = None) -> Batch:
         """Pad (a subset, in ``order``, of) encoded texts into a :class:`Batch`."""
+        lexicon = encoded.flat_lexicon
         if order is None:
-            return self.pad(encoded.flat_ids, encoded.counts)
+            return self.pad(encoded.flat_ids, encoded.counts, lexicon)
         pick, lengths = encoded.rows(order)
-        return self.pad(encoded.flat_ids[pick], lengths)
+        return self.pad(encoded.flat_ids[pick], lengths, None if lexicon is None else lexicon[pick])
 
-    def pad(self, flat: np.ndarray, lengths: np.ndarray) -> Batch:
-        """Rows of unit ids given one after the other (``lengths[k]`` ids for row k) -> a padded :class:`Batch`."""
+    def pad(self, flat: np.ndarray, lengths: np.ndarray, lexicon: np.ndarray | None = None) -> Batch:
+        """Rows of unit ids given one after the other (``lengths[k]`` ids for row k), and their lexicon feature
+        bits if any -> a padded :class:`Batch`."""
         width = max(int(lengths.max()) if len(lengths) else 0, 1)
         # each unit's place in the padded (B, width) array: one scatter puts all rows' ids there
         firsts = np.cumsum(lengths) - lengths
@@ -553,7 +627,12 @@ class Codec:
             bigram_ids = np.zeros((len(lengths), width, 2), dtype=np.int64)
             bigram_ids.reshape(-1, 2)[place] = self._bigram_ids_of(flat, lengths)
             bigrams = torch.from_numpy(bigram_ids)
-        return Batch(torch.from_numpy(unit_ids), bigrams, torch.from_numpy(lengths.astype(np.int64)))
+        lex = None
+        if lexicon is not None:
+            padded = np.zeros((len(lengths), width), dtype=np.int64)
+            padded.reshape(-1)[place] = lexicon
+            lex = torch.from_numpy(padded)
+        return Batch(torch.from_numpy(unit_ids), bigrams, torch.from_numpy(lengths.astype(np.int64)), lex)
 
     def _bigram_ids_of(self, flat: np.ndarray, lengths: np.ndarray) -> np.ndarray:
         """Unit ids of texts one after the other -> (n, 2) ids of each unit's left (prev, cur) and
@@ -605,6 +684,9 @@ class Codec:
         meta = {"config": self.config.model_dump(), "charmap": self.charmap, "bigrams": self.bigram_list}
         text = json.dumps(meta, ensure_ascii=False, separators=(",", ":"))  # compact: bigram lists are long
         (directory / "codec.json").write_text(text, encoding="utf-8")
+        if self.lexicon is not None:
+            lex = json.dumps(self.lexicon.to_json(), ensure_ascii=False, separators=(",", ":"))
+            (directory / LEXICON_FILE).write_text(lex, encoding="utf-8")
 
     @classmethod
     def load(cls, directory: Path) -> "Codec":
@@ -615,4 +697,7 @@ class Codec:
         charmap = meta["charmap"]
         if not all(isinstance(k, str) and isinstance(v, str) and len(k) == len(v) == 1 for k, v in charmap.items()):
             raise ValueError("codec.json: charmap must map single characters to single characters")
-        return cls(config, tokenizer, charmap, [tuple(b) for b in meta["bigrams"]])
+        lexicon = None
+        if (directory / LEXICON_FILE).exists():
+            lexicon = Lexicon.from_json(json.loads((directory / LEXICON_FILE).read_text(encoding="utf-8")))
+        return cls(config, tokenizer, charmap, [tuple(b) for b in meta["bigrams"]], lexicon)

@@ -218,7 +218,8 @@ class Pipeline:
         was_training = self.tagger.training
         self.tagger.eval()
         pick, lengths = encoded.rows(order)
-        batch = self.codec.pad(encoded.flat_ids[pick], lengths)
+        lexicon = encoded.flat_lexicon
+        batch = self.codec.pad(encoded.flat_ids[pick], lengths, None if lexicon is None else lexicon[pick])
         flat_offsets = np.take(encoded.flat_offsets, pick, axis=0)  # the batch's units, row by row
         width = batch.unit_ids.shape[1]
         tag_mask = None

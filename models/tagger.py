@@ -23,6 +23,7 @@ class TaggerConfig(BaseModel):
 
     unit_dim: int = Field(128, ge=1)
     bigram_dim: int = Field(64, ge=0)  # 0 = no bigram features
+    lexicon_dim: int = Field(32, ge=0)  # lexicon features -> this many inputs per unit (used when the codec has a lexicon)
     encoder: Literal["lstm", "gru", "cnn"] = "lstm"
     hidden: int = Field(256, ge=1)  # per direction (recurrent); channels (cnn)
     layers: int = Field(1, ge=1)
@@ -48,6 +49,7 @@ class Tagger(nn.Module):
         num_bigrams: int,
         num_tags: int,
         allowed: torch.Tensor | None = None,
+        num_lexicon_features: int = 0,
     ):
         super().__init__()
         self.config = config
@@ -57,6 +59,11 @@ class Tagger(nn.Module):
         if self.use_bigrams:
             self.bigram_embed = nn.Embedding(num_bigrams, config.bigram_dim, padding_idx=PAD_ID)
             in_dim += 2 * config.bigram_dim  # left and right bigram
+        self.use_lexicon = config.lexicon_dim > 0 and num_lexicon_features > 0
+        if self.use_lexicon:  # feature bits -> a learnt vector per unit (the sum of its features' columns)
+            self.lexicon_proj = nn.Linear(num_lexicon_features, config.lexicon_dim)
+            self.register_buffer("lexicon_bits", torch.arange(num_lexicon_features), persistent=False)
+            in_dim += config.lexicon_dim
         self.encoder: nn.Module
         if config.encoder == "cnn":
             self.encoder = ConvEncoder(in_dim, config.hidden, config.layers, config.kernel, config.dropout)
@@ -123,12 +130,23 @@ class Tagger(nn.Module):
         return pad_packed_sequence(scores, batch_first=True, total_length=width)[0]  # (B, L, T)
 
     def _embed(self, batch: Batch) -> torch.Tensor:
-        """(B, L, unit_dim [+ 2 * bigram_dim]): each unit's embedding and its two bigrams'."""
+        """(B, L, unit_dim [+ 2 * bigram_dim] [+ lexicon_dim]): each unit's embedding, its two bigrams' and
+        its lexicon features'."""
         x = self.unit_embed(batch.unit_ids)  # (B, L, unit_dim)
         if self.use_bigrams:
             bi = self.bigram_embed(batch.bigram_ids)  # (B, L, 2, bigram_dim)
             x = torch.cat([x, bi.flatten(2)], dim=-1)
+        if self.use_lexicon:
+            x = torch.cat([x, self._lexicon_vectors(batch, x.dtype)], dim=-1)
         return x
+
+    def _lexicon_vectors(self, batch: Batch, dtype: torch.dtype) -> torch.Tensor:
+        """(B, L, lexicon_dim) from the batch's feature bits (all zero where a batch has none)."""
+        bits = batch.lexicon
+        if bits is None:
+            bits = torch.zeros_like(batch.unit_ids)
+        onehot = ((bits.unsqueeze(-1) >> self.lexicon_bits) & 1).float()
+        return self.lexicon_proj(onehot).to(dtype)
 
     def _conv_input(self, batch: Batch) -> torch.Tensor:
         """The convolutional encoder's input layer over the embeddings, (B, L, channels).
@@ -142,6 +160,10 @@ class Tagger(nn.Module):
         h = F.embedding(batch.unit_ids, units)
         if left is not None:
             h = h + F.embedding(batch.bigram_ids[..., 0], left) + F.embedding(batch.bigram_ids[..., 1], right)
+        if self.use_lexicon:  # the input layer's last columns read the lexicon vectors
+            weight = self.encoder.input.weight
+            lex = self._lexicon_vectors(batch, weight.dtype)
+            h = h + F.linear(lex, weight[:, weight.shape[1] - self.config.lexicon_dim :]).to(h.dtype)
         return h
 
     def _folded_tables(self) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
@@ -164,7 +186,7 @@ class Tagger(nn.Module):
                 if self.use_bigrams:
                     bigrams = self.bigram_embed.weight.float()
                     left = bigrams @ weight[:, unit_dim : unit_dim + bigram_dim].T
-                    right = bigrams @ weight[:, unit_dim + bigram_dim :].T
+                    right = bigrams @ weight[:, unit_dim + bigram_dim : unit_dim + 2 * bigram_dim].T
             cached = self.__dict__["_folded"] = (key, (units, left, right))
         return cached[1]
 

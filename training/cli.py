@@ -72,6 +72,10 @@ def _train_parser(sub) -> None:
     p.add_argument("--label-map", help="rename labels, e.g. NR=PER,NS=LOC,NT=ORG")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its last snapshot")
     _add_model_flags(p, TrainConfig, "top.", only=_TOP_LEVEL)
+    p.add_argument("--lexicon", action="append", dest="top.lexicon", metavar="FILE",
+                   help="a lexicon read as model input and stored in the checkpoint (repeatable): 'jieba' for "
+                        "jieba's dict.txt (MIT, needs the jieba package at training time), or a file of lines "
+                        "'word', 'word TAG' or jieba's 'word FREQ TAG'")
     for section, model in SECTIONS.items():
         group = p.add_argument_group(section)
         _add_model_flags(group, model, f"{section}.")
@@ -269,12 +273,12 @@ def read_gold(pipeline, data: str | Path, fmt: str | None = None, tag_column: st
 
 def score_predictions(pipeline, gold: list, predicted: list, oov: bool = True) -> dict[str, Any]:
     """Metrics of ``predicted`` spans (one list per gold example) for ``pipeline``'s task; ``oov``: also OOV
-    recall, when the model's training file is still there (reading it takes a while)."""
+    recall (seg/pos) or seen/unseen entity recall (ner), from the training words stored in the checkpoint."""
     from models.spans import Example
     from training.metrics import scores_for_task
 
     pred = [Example(e.text, spans) for e, spans in zip(gold, predicted)]
-    vocab = _train_vocab(pipeline.meta.extra.get("training", {})) if oov else None
+    vocab = _train_vocab(pipeline) if oov else None
     return scores_for_task(pipeline.task, gold, pred, vocab)
 
 
@@ -302,23 +306,24 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(scores, ensure_ascii=False))
     else:
-        keys = [k for k in ("precision", "recall", "f1", "word_f1", "pos_accuracy", "oov_recall", "iv_recall")
-                if k in scores]
+        keys = [k for k in ("precision", "recall", "f1", "word_f1", "pos_accuracy", "oov_recall", "iv_recall",
+                            "seen_recall", "unseen_recall") if k in scores]
         print("  ".join(f"{k} {scores[k]:.2f}" for k in keys))
         print(f"{scores['sentences']} sentences, {scores['chars']} chars, {scores['seconds']:.2f}s")
     return 0
 
 
-def _train_vocab(training: dict[str, Any]) -> set[str] | None:
-    """Words of the model's training corpus (its training config's ``train`` and ``format``), for OOV recall,
-    when that file is still there."""
+def _train_vocab(pipeline) -> set[str] | None:
+    """Words (seg/pos) or entity texts (ner) of the model's training corpus: stored in the checkpoint
+    (``seen.json``), or for a checkpoint without it read from its training file when that is still there."""
     from training.metrics import word_vocabulary
-    from training.readers import read_corpus
 
-    path = training.get("train")
+    if pipeline.meta.seen is not None:
+        return pipeline.meta.seen
+    path = pipeline.meta.extra.get("training", {}).get("train")
     if not path or not Path(path).exists():
         return None
-    return word_vocabulary(read_corpus(path, training.get("format", "seg"), tag_column="none"))
+    return word_vocabulary(read_gold(pipeline, path))
 
 
 def _dictionary(pipeline, args: argparse.Namespace):

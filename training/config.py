@@ -70,6 +70,8 @@ class TrainConfig(BaseModel):
     init_from: str | None = None
     export: str | None = None  # after training, copy best/ here atomically (e.g. the service's models dir)
     max_misaligned: float = Field(0.001, ge=0, le=1)  # share of gold spans allowed off unit boundaries
+    # lexicon files read at training time and stored in the checkpoint as model input ("jieba": jieba's dict.txt)
+    lexicon: list[str] = Field(default_factory=list)
 
     codec: CodecConfig = Field(default_factory=CodecConfig)
     model: TaggerConfig = Field(default_factory=TaggerConfig)

@@ -104,8 +104,10 @@ def _char_tags(ex: Example) -> list[str]:
     return spans_to_tags(spans, len(ex.text), TagScheme.BIOES)
 
 
-def ner_scores(gold: Sequence[Example], pred: Sequence[Example]) -> dict:
-    """seqeval strict (IOBES) entity micro P/R/F1 on per-character tags, and ``per_type``."""
+def ner_scores(gold: Sequence[Example], pred: Sequence[Example], train_entities: set[str] | None = None) -> dict:
+    """seqeval strict (IOBES) entity micro P/R/F1 on per-character tags, and ``per_type``; with
+    ``train_entities`` (the entity texts of the training corpus) also the recall of gold entities seen and
+    unseen there (``seen_recall``, ``unseen_recall``, ``unseen_rate``)."""
     # imported here: seqeval pulls in scikit-learn (~0.7 s), which `seqtag predict` never needs
     from seqeval.metrics.v1 import precision_recall_fscore_support, unique_labels
     from seqeval.scheme import IOBES
@@ -124,17 +126,28 @@ def ner_scores(gold: Sequence[Example], pred: Sequence[Example]) -> dict:
                 "support": int(ls)}
         for label, lp, lr, lf, ls in zip(labels, *per)
     }
+    if train_entities is not None:
+        found = {True: 0, False: 0}  # keyed by "is unseen"
+        total = {True: 0, False: 0}
+        for g, p in zip(gold, pred):
+            predicted = _labelled(p)
+            for span in g.spans:
+                unseen = span.text_of(g.text) not in train_entities
+                total[unseen] += 1
+                found[unseen] += (span.start, span.end, span.label) in predicted
+        out.update(seen_recall=_pct(found[False], total[False]), unseen_recall=_pct(found[True], total[True]),
+                   unseen_rate=_pct(total[True], total[True] + total[False]))
     return out
 
 
 def scores_for_task(
     task: str, gold: Sequence[Example], pred: Sequence[Example], train_vocab: set[str] | None = None
 ) -> dict:
-    """Dispatch on ``task`` (``seg``, ``pos`` or ``ner``; NER ignores ``train_vocab``)."""
+    """Dispatch on ``task`` (``seg``, ``pos`` or ``ner``; for NER ``train_vocab`` is the training entities)."""
     if task == "seg":
         return seg_scores(gold, pred, train_vocab)
     if task == "pos":
         return pos_scores(gold, pred, train_vocab)
     if task == "ner":
-        return ner_scores(gold, pred)
+        return ner_scores(gold, pred, train_vocab)
     raise ValueError(f"unknown task {task!r}; expected one of {TASKS}")

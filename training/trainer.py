@@ -34,6 +34,8 @@ from models.schemes import TagScheme, allowed_transitions, spans_to_tags, tag_vo
 from models.spans import Example, Span
 from training.config import TrainConfig
 from training.metrics import scores_for_task, word_vocabulary
+from models.dictionary import DictionaryError
+from models.lexicon import lexicon_entries
 from training.readers import ReadStats, read_corpus
 
 STATE_JSON, STATE_TENSORS = "trainer_state.json", "trainer_state.safetensors"
@@ -69,12 +71,13 @@ class TrainingData:
     spans: int
     misaligned: int
     dropped: int  # sentences left out because a gold span is off unit boundaries
+    lexicon: list[np.ndarray] | None = None  # lexicon feature bits of each kept sentence's units
 
 
 def encode_examples(examples: Sequence[Example], codec: Codec, scheme: TagScheme, tags: list[str]) -> TrainingData:
     index = {t: i for i, t in enumerate(tags)}
     enc = codec.encode([e.text for e in examples])
-    out = TrainingData([], [], [], 0, 0, 0)
+    out = TrainingData([], [], [], 0, 0, 0, [] if enc.lexicon is not None else None)
     for k, ex in enumerate(examples):
         aligned, bad = codec.align(enc.offsets[k], ex.spans)
         out.spans += len(ex.spans)
@@ -87,6 +90,8 @@ def encode_examples(examples: Sequence[Example], codec: Codec, scheme: TagScheme
         if unknown:
             raise TrainingError(f"{ex.source}: tag {unknown[0]} is not in the model's tag set")
         out.ids.append(enc.ids[k])
+        if out.lexicon is not None:
+            out.lexicon.append(enc.lexicon[k])
         out.tags.append(np.asarray([index[n] for n in names], dtype=np.int64))
         out.kept.append(k)
     return out
@@ -197,6 +202,7 @@ class Trainer:
         else:
             self._fresh()
         self.train_vocab = word_vocabulary(self.train_examples)
+        self.meta.seen = self.train_vocab  # stored with the checkpoint: OOV / unseen-entity recall anywhere
         self.data = encode_examples(self.train_examples, self.codec, self.meta.scheme, self.meta.tags)
         self._check_alignment()
         self.tagger.to(self.device)
@@ -240,6 +246,13 @@ class Trainer:
             scheme = old.scheme
         else:
             self.codec = Codec.build((e.text for e in self.train_examples), cfg.codec)
+            for spec in cfg.lexicon:
+                try:
+                    entries, source = lexicon_entries(spec)
+                except (OSError, DictionaryError) as exc:
+                    raise TrainingError(f"--lexicon {spec}: {exc}") from None
+                added = self.codec.set_lexicon(entries, source)
+                print(f"lexicon {source.name}: {len(entries)} entries, {added} new words", file=sys.stderr, flush=True)
             scheme = cfg.scheme
             tags = tag_vocabulary(scheme, labels, outside=cfg.task == "ner")
             self.tagger = build_tagger(cfg.model, self.codec, scheme, tags)
@@ -289,11 +302,15 @@ class Trainer:
 
     # -- steps
     def _tensors(self, idx: list[int], generator: torch.Generator):
-        batch = self.codec.batch(Encoded(offsets=[], ids=[self.data.ids[i] for i in idx]))
+        lexicon = [self.data.lexicon[i] for i in idx] if self.data.lexicon is not None else None
+        batch = self.codec.batch(Encoded(offsets=[], ids=[self.data.ids[i] for i in idx], lexicon=lexicon))
         p = self.config.optim.unit_dropout
         if p > 0:
             drop = (torch.rand(batch.unit_ids.shape, generator=generator) < p) & (batch.unit_ids > 0)
             batch.unit_ids = batch.unit_ids.masked_fill(drop, UNK_ID)
+            if batch.lexicon is not None:  # the model learns to tag without the lexicon's word, too
+                drop = torch.rand(batch.lexicon.shape, generator=generator) < p
+                batch.lexicon = batch.lexicon.masked_fill(drop, 0)
             if batch.bigram_ids is not None:
                 drop = (torch.rand(batch.bigram_ids.shape, generator=generator) < p) & (batch.bigram_ids > 0)
                 batch.bigram_ids = batch.bigram_ids.masked_fill(drop, UNK_ID)

@@ -1,0 +1,249 @@
+"""A lexicon as model input: for every unit, which lexicon words cover it, at which position, of which type.
+
+Each unit gets a bit mask of ``4 x groups`` features: bit ``position * groups + group`` is set when a
+lexicon word of that group covers the unit at that position (``B`` first unit of a word of two or more
+units, ``M`` inside, ``E`` last, ``S`` a one-unit word). Groups are ``WORD`` alone (an untyped lexicon) or
+``WORD``, ``PER``, ``LOC``, ``ORG`` for a typed one, read from a lexicon's tags (jieba's ``nr``/``ns``/
+``nt``, or the entity labels themselves). This is the SoftLexicon idea (Ma et al. 2020) as indicators: every
+word that matches, not only a leftmost-longest path.
+
+Matching runs on the codec's flat arrays with array operations only: a polynomial hash of every word's
+normalised characters (mod 2**64) is kept in a :class:`KeyIndex`; for every window of ``n`` units inside a
+text (``n`` = 1 .. the longest word's units) the window's characters are hashed from one prefix sum and
+looked up at once. A window that runs across whitespace includes that whitespace and so matches no word.
+
+A per-request overlay (a soft user dictionary) is a second, small :class:`Lexicon` whose bits are OR-ed
+into the stored one's; the stored index is never rebuilt.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+from typing import Callable, Iterable
+
+import numpy as np
+
+POSITIONS = ("B", "M", "E", "S")
+WORD = "WORD"
+TYPED_GROUPS = (WORD, "PER", "LOC", "ORG")
+# tag prefixes (lower-cased) -> group; jieba/ICTCLAS tags and the entity labels seqtag's NER models use
+_TAG_GROUPS = (("nr", "PER"), ("per", "PER"), ("name", "PER"), ("ns", "LOC"), ("loc", "LOC"), ("gpe", "LOC"),
+               ("nt", "ORG"), ("org", "ORG"))
+MAX_WORD_CHARS = 64
+MAX_WORD_UNITS = 12  # longer words are left out of the lexicon (they are a few thousand idioms and titles)
+
+_BASE = 0x100000001B3  # odd: invertible mod 2**64
+_BASE_INV = pow(_BASE, -1, 1 << 64)
+_MASK63 = np.uint64((1 << 63) - 1)
+_LEN_MIX = np.uint64(0x9E3779B97F4A7C15)
+
+
+def group_of(tag: str, typed: bool) -> str:
+    """The feature group of a lexicon tag (``WORD`` for an untyped lexicon, no tag, or any other tag)."""
+    if typed and tag:
+        low = tag.lower()
+        for prefix, group in _TAG_GROUPS:
+            if low.startswith(prefix):
+                return group
+    return WORD
+
+
+@lru_cache(maxsize=4)
+def _powers(size: int, base: int) -> np.ndarray:
+    out = np.full(size, base, dtype=np.uint64)
+    out[0] = 1
+    with np.errstate(over="ignore"):
+        return np.cumprod(out, dtype=np.uint64)
+
+
+def _pow_table(n: int, inverse: bool) -> np.ndarray:
+    size = 1 << max(10, int(n).bit_length())  # cached by powers of two
+    return _powers(size, _BASE_INV if inverse else _BASE)[:n]
+
+
+def _prefix_hashes(points: np.ndarray) -> np.ndarray:
+    """``S[k] = sum_{j<k} p_j * B**j`` (mod 2**64), ``len(points) + 1`` values."""
+    out = np.zeros(len(points) + 1, dtype=np.uint64)
+    with np.errstate(over="ignore"):
+        np.cumsum(points.astype(np.uint64) * _pow_table(len(points), False), out=out[1:])
+    return out
+
+
+def _keys(prefix: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> np.ndarray:
+    """Hash keys of the character ranges ``[starts, ends)`` (non-negative int64), equal for equal strings."""
+    with np.errstate(over="ignore"):
+        h = (prefix[ends] - prefix[starts]) * _pow_table(int(starts.max()) + 1 if len(starts) else 1, True)[starts]
+        h ^= (ends - starts).astype(np.uint64) * _LEN_MIX
+    return (h & _MASK63).astype(np.int64)
+
+
+@dataclass
+class LexiconSource:
+    """Where a lexicon's words came from (for the model card)."""
+
+    name: str
+    licence: str
+    words: int
+
+    def as_dict(self) -> dict:
+        return {"name": self.name, "licence": self.licence, "words": self.words}
+
+
+@dataclass
+class Lexicon:
+    """Normalised words by group. Build with :meth:`build`; :meth:`features` gives each unit's bit mask."""
+
+    groups: tuple[str, ...]
+    words: dict[str, int]  # normalised word -> bit mask of its groups
+    sources: list[LexiconSource] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self._index = None
+
+    @property
+    def typed(self) -> bool:
+        return len(self.groups) > 1
+
+    @property
+    def num_features(self) -> int:
+        return len(POSITIONS) * len(self.groups)
+
+    @property
+    def feature_names(self) -> list[str]:
+        return [f"{pos}-{g}" for pos in POSITIONS for g in self.groups]
+
+    @classmethod
+    def empty(cls, typed: bool) -> "Lexicon":
+        return cls(TYPED_GROUPS if typed else (WORD,), {})
+
+    def add(self, entries: Iterable[str | tuple[str, str]], normalize_many: Callable[[list[str]], list[str]]) -> int:
+        """Add ``word`` / ``(word, tag)`` entries (normalised by ``normalize_many``); returns how many words are new.
+        Words with whitespace at either end, or longer than :data:`MAX_WORD_CHARS`, are left out."""
+        texts, tags = [], []
+        for entry in entries:
+            text, tag = (entry, "") if isinstance(entry, str) else entry
+            if text and len(text) <= MAX_WORD_CHARS and text == text.strip():
+                texts.append(text)
+                tags.append(tag)
+        before = len(self.words)
+        bit = {g: 1 << i for i, g in enumerate(self.groups)}
+        for key, tag in zip(normalize_many(texts) if texts else [], tags):
+            self.words[key] = self.words.get(key, 0) | bit[group_of(tag, self.typed)]
+        self._index = None
+        return len(self.words) - before
+
+    # ---- matching ------------------------------------------------------
+    def _built(self, unit_count: Callable[[list[str]], np.ndarray]) -> tuple:
+        """(KeyIndex of word keys -> group mask, longest word in units), built once for this codec's units."""
+        if self._index is None:
+            from models.codec import KeyIndex  # the codec imports this module
+
+            words = list(self.words)
+            masks = np.fromiter(self.words.values(), np.int64, len(words))
+            units = unit_count(words) if words else np.zeros(0, dtype=np.int64)
+            keep = (units >= 1) & (units <= MAX_WORD_UNITS)
+            words = [w for w, k in zip(words, keep.tolist()) if k]
+            masks, units = masks[keep], units[keep]
+            if words:
+                points = np.frombuffer("".join(words).encode("utf-32-le", "surrogatepass"), dtype=np.uint32)
+                lengths = np.fromiter(map(len, words), np.int64, len(words))
+                ends = np.cumsum(lengths)
+                keys = _keys(_prefix_hashes(points), ends - lengths, ends)
+                keys, first = np.unique(keys, return_index=True)  # a (vanishingly rare) collision keeps one
+                self._index = (KeyIndex(keys, masks[first], 0), int(units.max()))
+            else:
+                self._index = (KeyIndex(np.zeros(0, np.int64), np.zeros(0, np.int64), 0), 0)
+        return self._index
+
+    def features(self, points: np.ndarray, text_first: np.ndarray, counts: np.ndarray, flat_offsets: np.ndarray,
+                 unit_count: Callable[[list[str]], np.ndarray]) -> np.ndarray:
+        """Bit masks (N,) int64 of the N units of a batch of texts.
+
+        ``points``: the normalised code points of all texts one after the other; ``text_first``: where each
+        text starts in them; ``counts``/``flat_offsets``: the texts' units (offsets within each text).
+        ``unit_count`` splits words into units (the codec's, once per lexicon).
+        """
+        n_units = len(flat_offsets)
+        out = np.zeros(n_units, dtype=np.int64)
+        index, longest = self._built(unit_count)
+        if not n_units or not longest:
+            return out
+        owner = np.repeat(np.arange(len(counts)), counts)
+        base = text_first[owner]
+        starts, ends = flat_offsets[:, 0] + base, flat_offsets[:, 1] + base
+        prefix = _prefix_hashes(points)
+        groups = len(self.groups)
+        for n in range(1, min(longest, n_units) + 1):
+            first = np.arange(n_units - n + 1)
+            last = first + n - 1
+            ok = (owner[first] == owner[last]) & (ends[last] - starts[first] <= MAX_WORD_CHARS)
+            first, last = first[ok], last[ok]
+            if not len(first):
+                continue
+            found = index.lookup(_keys(prefix, starts[first], ends[last]))
+            hit = np.flatnonzero(found)
+            if not len(hit):
+                continue
+            mask, first = found[hit], first[hit]
+            if n == 1:
+                out[first] |= mask << (3 * groups)
+                continue
+            out[first] |= mask
+            out[first + n - 1] |= mask << (2 * groups)
+            for k in range(1, n - 1):
+                out[first + k] |= mask << groups
+        return out
+
+    # ---- persistence ---------------------------------------------------
+    def to_json(self) -> dict:
+        """Words grouped by their group mask, one newline-joined string each (compact on disk)."""
+        by_mask: dict[int, list[str]] = {}
+        for word, mask in self.words.items():
+            by_mask.setdefault(mask, []).append(word)
+        return {"groups": list(self.groups), "sources": [s.as_dict() for s in self.sources],
+                "words": {str(mask): "\n".join(words) for mask, words in sorted(by_mask.items())}}
+
+    @classmethod
+    def from_json(cls, data: dict) -> "Lexicon":
+        groups = tuple(data["groups"])
+        if not groups or groups[0] != WORD or any(not isinstance(g, str) for g in groups):
+            raise ValueError("lexicon: groups must start with WORD")
+        words: dict[str, int] = {}
+        limit = 1 << len(groups)
+        for mask, joined in data["words"].items():
+            bits = int(mask)
+            if not 0 < bits < limit or not isinstance(joined, str):
+                raise ValueError(f"lexicon: bad group mask {mask!r}")
+            for word in joined.split("\n"):
+                if word:
+                    words[word] = bits
+        sources = [LexiconSource(str(s["name"]), str(s["licence"]), int(s["words"])) for s in data.get("sources", [])]
+        return cls(groups, words, sources)
+
+
+def jieba_dictionary() -> Path:
+    """The path of jieba's ``dict.txt`` (MIT licence), from the installed ``jieba`` package."""
+    try:
+        import jieba  # noqa: PLC0415 - read at training time only
+    except ImportError:
+        raise FileNotFoundError("--lexicon jieba needs the jieba package at training time: pip install jieba") \
+            from None
+    path = Path(jieba.__file__).parent / "dict.txt"
+    if not path.exists():
+        raise FileNotFoundError(f"jieba is installed but has no dict.txt at {path}")
+    return path
+
+
+def lexicon_entries(spec: str) -> tuple[list[str | tuple[str, str]], LexiconSource]:
+    """A ``--lexicon`` argument's entries and source: ``jieba`` (jieba's dict.txt), or a file in the formats
+    the dictionary reader takes (``word``, ``word TAG``, jieba's ``word FREQ TAG``, the service's JSON)."""
+    from models.dictionary import read_dictionary
+
+    if spec == "jieba":
+        path = jieba_dictionary()
+        entries = read_dictionary(path)
+        return entries, LexiconSource("jieba dict.txt (jieba 0.42)", "MIT", len(entries))
+    entries = read_dictionary(spec)
+    return entries, LexiconSource(Path(spec).name, "as given by the user", len(entries))
