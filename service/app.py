@@ -16,6 +16,7 @@ from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from models.pipeline import pick_device, usable_cores
+from service.admission import Admission
 from service.dictionaries import DictionaryStore
 from service.errors import error_response, install_error_handlers
 from service.fastpath import TaggingFastPath
@@ -138,6 +139,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.settings = settings
     app.state.metrics = Metrics()
+    app.state.admission = Admission(settings.queue_budget_chars, settings.large_request_share,
+                                    settings.max_large_requests, app.state.metrics, settings.retry_after_s)
     app.state.dictionaries = DictionaryStore(settings.dictionaries_path)
     app.state.registry = None
     install_error_handlers(app)

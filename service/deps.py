@@ -16,8 +16,9 @@ from typing import Annotated, Any
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
+from service.admission import Admission, Ticket
 from service.dictionaries import DictionaryStore
-from service.errors import ServiceError
+from service.errors import ServiceError, clip
 from service.metrics import Metrics
 from service.registry import ModelRegistry
 from service.settings import Settings
@@ -56,14 +57,27 @@ class Service:
     registry: ModelRegistry
     store: DictionaryStore
     metrics: Metrics
+    admission: Admission
+    ticket: Ticket | None = None  # reserved from the body's size before parsing (service.fastpath)
+
+    def admit(self, cost: int) -> Ticket:
+        """The request's ticket settled at its exact ``cost``; 503 with Retry-After when it does not fit."""
+        if self.ticket is not None:
+            self.ticket.settle(cost)
+            return self.ticket
+        return self.admission.admit(cost)
 
 
-def service_from_state(state: Any) -> Service:
-    return Service(state.settings, registry_of(state), state.dictionaries, state.metrics)
+#: Where the tagging middleware leaves a request's ticket in the ASGI scope for the framework's path.
+TICKET_SCOPE_KEY = "seqtag.ticket"
+
+
+def service_from_state(state: Any, ticket: Ticket | None = None) -> Service:
+    return Service(state.settings, registry_of(state), state.dictionaries, state.metrics, state.admission, ticket)
 
 
 async def get_service(request: Request) -> Service:
-    return service_from_state(request.app.state)
+    return service_from_state(request.app.state, request.scope.get(TICKET_SCOPE_KEY))
 
 
 @functools.lru_cache(maxsize=64)
@@ -91,7 +105,7 @@ async def require_json(request: Request) -> None:
     if value and is_json_content_type(value):
         return
     raise ServiceError(415, "unsupported_media_type",
-                       f"send the body as JSON with 'Content-Type: application/json' (got {value or 'none'!r})")
+                       f"send the body as JSON with 'Content-Type: application/json' (got {clip(value or 'none')})")
 
 
 _bearer = HTTPBearer(auto_error=False, description="SEQTAG_ADMIN_TOKEN, when the service has one")

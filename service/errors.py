@@ -36,6 +36,25 @@ _STATUS_CODES = {
 }
 
 
+#: Longest piece of a client's input (a name, a label, a header) quoted back in an error message.
+ECHO_CHARS = 64
+#: Longest error message sent at all (a last guard for texts quoted by code that does not clip them).
+MAX_MESSAGE_CHARS = 1024
+
+
+def clip(value: object, limit: int = ECHO_CHARS) -> str:
+    """``repr(value)`` for an error message, cut after ``limit`` characters of the value: a 100k-character
+    label comes back as its first characters and its length, not as a 100 KB reply."""
+    if isinstance(value, str) and len(value) > limit:
+        return f"{value[:limit]!r}... ({len(value):,} characters)"
+    text = repr(value)
+    return text if len(text) <= limit + 2 else text[:limit] + "..."
+
+
+def cap_message(message: str) -> str:
+    return message if len(message) <= MAX_MESSAGE_CHARS else message[:MAX_MESSAGE_CHARS] + "... (cut)"
+
+
 class ServiceError(Exception):
     """An error with its HTTP answer."""
 
@@ -57,7 +76,7 @@ class ServiceError(Exception):
 
 
 def error_body(code: str, message: str, details: Any = None) -> dict[str, Any]:
-    error: dict[str, Any] = {"code": code, "message": message}
+    error: dict[str, Any] = {"code": code, "message": cap_message(message)}
     if details is not None:
         error["details"] = details
     return {"error": error}
@@ -106,6 +125,14 @@ def validation_message(errors: list[dict[str, Any]], limit: int = 5) -> str:
     return text or "invalid request"
 
 
+EMPTY_BODY_MESSAGE = "the request body is empty; send a JSON object"
+
+
+def is_empty_body(errors: list[dict[str, Any]]) -> bool:
+    """FastAPI's answer to a missing body: one ``missing`` error at ``("body",)``."""
+    return len(errors) == 1 and errors[0].get("type") == "missing" and tuple(errors[0].get("loc", ())) == ("body",)
+
+
 async def _service_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, ServiceError)
     return error_response(exc.status, exc.code, exc.message, exc.headers, exc.details)
@@ -114,6 +141,8 @@ async def _service_error(request: Request, exc: Exception) -> JSONResponse:
 async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)
     errors = list(exc.errors())
+    if is_empty_body(errors):
+        return error_response(400, "empty_body", EMPTY_BODY_MESSAGE)
     if errors and all(e.get("type") == "json_invalid" for e in errors):
         return error_response(400, "invalid_json", validation_message(errors))
     return error_response(422, "invalid_request", validation_message(errors))

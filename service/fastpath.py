@@ -11,23 +11,36 @@ exactly as the FastAPI route would. Anything else goes on to FastAPI unchanged, 
 routes, other methods, and every tagging request with a wrong content type, malformed JSON or an invalid
 field, so those errors (400, 415, 422) come from one place. The routes stay declared in FastAPI for
 ``/docs`` and ``/openapi.json``; tests check that both paths give the same answers.
+
+It is also where a tagging request is first admitted (``service/admission.py``): from the body's declared
+size, before the body is read or parsed, a request that cannot fit the admission budget is answered 503
+with ``Retry-After`` at once; the ticket it gets is settled at the exact cost once the body is parsed, and
+released when the answer is sent, whichever path answers. While the endpoint runs, the middleware listens
+for the client going away: the handler is then cancelled, and its pieces are dropped from the model's queue
+before they cost a batch.
 """
 
 from __future__ import annotations
 
-import json
-from typing import Sequence
+import asyncio
+import contextlib
+from typing import Any, Sequence
 
 from fastapi import FastAPI
 from fastapi.routing import APIRoute
-from pydantic import ValidationError
+from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from service.deps import is_json_content_type, service_from_state
+from service.admission import Ticket, estimate_cost
+from service.deps import TICKET_SCOPE_KEY, is_json_content_type, service_from_state
 from service.errors import ServiceError
+from service.jsonbody import parse_json_body
 from service.schemas import TagRequest
+
+#: Bodies larger than this are parsed in a worker thread, so the event loop goes on between its steps.
+PARSE_OFF_LOOP_BYTES = 1 << 20
 
 
 class TaggingFastPath:
@@ -43,24 +56,98 @@ class TaggingFastPath:
             await self.app(scope, receive, send)
             return
         route = self.routes.get(_route_path(scope))
-        if route is None or not _sized_json(scope):
+        if route is None:
             await self.app(scope, receive, send)
             return
         scope["route"] = route  # as the router sets it: request metrics label by route template
         try:
+            ticket = self._admit(scope)
+        except ServiceError as exc:  # overloaded: answered before the body is read
+            await self._error(scope, receive, send, exc)
+            return
+        scope[TICKET_SCOPE_KEY] = ticket
+        try:
+            if not _sized_json(scope):
+                await self.app(scope, receive, send)
+                return
+            await self._fast(route, scope, receive, send, ticket)
+        finally:
+            if ticket is not None:
+                ticket.release()
+
+    def _admit(self, scope: Scope) -> Ticket | None:
+        """A ticket for the cost the body's Content-Length suggests, or None: no length, or so large a body
+        that it may be a large request (those are admitted once parsed, when their cost is known)."""
+        length = _content_length(scope)
+        if length is None:
+            return None
+        admission = self.fastapi_app.state.admission
+        estimate = estimate_cost(length)
+        if estimate > admission.large_above:
+            return None
+        return admission.admit(estimate, stage="body")
+
+    async def _fast(self, route: APIRoute, scope: Scope, receive: Receive, send: Send, ticket: Ticket | None) -> None:
+        try:
             body = await _read_body(receive)
             if body is None:  # the client went away while sending
                 return
-            request = _parse(body)
+            request = await asyncio.to_thread(_parse, body) if len(body) > PARSE_OFF_LOOP_BYTES else _parse(body)
             if request is None:  # the framework answers with its own error (400 / 422)
                 await self.app(scope, _replay(body, receive), send)
                 return
-            response = await route.endpoint(request, service_from_state(self.fastapi_app.state))
+            service = service_from_state(self.fastapi_app.state, ticket)
+            response = await _unless_gone(route.endpoint(request, service), receive)
+            if response is None:  # the client went away: nobody to answer
+                return
         except (ServiceError, HTTPException) as exc:  # answered by the app's own handlers, as on its routes
-            handler = self.fastapi_app.exception_handlers[
-                ServiceError if isinstance(exc, ServiceError) else HTTPException]
-            response = await handler(Request(scope, receive), exc)
+            await self._error(scope, receive, send, exc)
+            return
         await response(scope, receive, send)
+
+    async def _error(self, scope: Scope, receive: Receive, send: Send, exc: Exception) -> None:
+        handler = self.fastapi_app.exception_handlers[ServiceError if isinstance(exc, ServiceError) else HTTPException]
+        response = await handler(Request(scope, receive), exc)
+        await response(scope, receive, send)
+
+
+async def _unless_gone(endpoint: Any, receive: Receive) -> Any:
+    """Await ``endpoint``; None if the client disconnects first (the endpoint is then cancelled, so its queued
+    pieces are given up). The body has been read, so the next ASGI message can only say the client left."""
+    task = asyncio.current_task()
+    assert task is not None
+    gone = False
+
+    def on_message(watch: asyncio.Future) -> None:
+        nonlocal gone
+        if not watch.cancelled() and watch.exception() is None and watch.result().get("type") == "http.disconnect":
+            gone = True
+            task.cancel()
+
+    watch = asyncio.ensure_future(receive())
+    watch.add_done_callback(on_message)
+    try:
+        return await endpoint
+    except asyncio.CancelledError:
+        if not gone:
+            raise
+        task.uncancel()
+        return None
+    finally:
+        watch.remove_done_callback(on_message)
+        watch.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await watch
+
+
+def _content_length(scope: Scope) -> int | None:
+    for key, value in scope["headers"]:
+        if key == b"content-length":
+            try:
+                return int(value)
+            except ValueError:
+                return None
+    return None
 
 
 def _route_path(scope: Scope) -> str:
@@ -95,11 +182,9 @@ async def _read_body(receive: Receive) -> bytes | None:
 
 def _parse(body: bytes) -> TagRequest | None:
     """The body as FastAPI would read it (``json.loads``, then the model), or None if it is not valid."""
-    if not body:
-        return None
     try:
-        return TagRequest.model_validate(json.loads(body))
-    except (ValueError, ValidationError, RecursionError):  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+        return parse_json_body(body, TagRequest)
+    except (RequestValidationError, ServiceError):
         return None
 
 

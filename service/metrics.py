@@ -14,11 +14,19 @@ seqtag_batch_size                          histogram  model
 seqtag_batch_padded_units                  histogram  model
 seqtag_queue_depth                         gauge      model
 seqtag_rejected_total                      counter    model, reason
+seqtag_queue_age_seconds                   gauge      model
+seqtag_request_wait_seconds                histogram  model, lane
+seqtag_admitted_cost_total                 counter    lane
+seqtag_refused_cost_total                  counter    lane, stage
+seqtag_in_flight_cost                      gauge      lane
 seqtag_model_load_seconds                  gauge      model
 seqtag_models_loaded                       gauge
 =========================================  =========  =====================
 
-``endpoint`` is the route template (``/v1/dictionaries/{name}``), never the raw path.
+``endpoint`` is the route template (``/v1/dictionaries/{name}``), never the raw path. Costs are characters
+(see ``service/admission.py``); ``lane`` is ``normal`` or ``large`` (the low-priority lane), ``stage`` is
+``body`` (refused from the body's size, before parsing) or ``parsed``. For ``seqtag_in_flight_cost`` the
+large lane counts requests, not characters.
 """
 
 from __future__ import annotations
@@ -65,7 +73,27 @@ class Metrics:
         )
         self.queue_depth = Gauge("seqtag_queue_depth", "Pieces waiting", ["model"], registry=r)
         self.rejected = Counter(
-            "seqtag_rejected", "Pieces refused or dropped (overloaded, deadline)", ["model", "reason"], registry=r
+            "seqtag_rejected", "Pieces refused or dropped (overloaded, deadline, cancelled)", ["model", "reason"],
+            registry=r,
+        )
+        self.queue_age_seconds = Gauge(
+            "seqtag_queue_age_seconds", "Age of the oldest queued piece when the last batch was taken", ["model"],
+            registry=r,
+        )
+        self.request_wait_seconds = Histogram(
+            "seqtag_request_wait_seconds", "Per request: time from queueing until its last piece went into a batch",
+            ["model", "lane"], buckets=_LATENCY, registry=r,
+        )
+        self.admitted_cost = Counter(
+            "seqtag_admitted_cost", "Characters of work admitted", ["lane"], registry=r
+        )
+        self.refused_cost = Counter(
+            "seqtag_refused_cost", "Characters of work refused with 503 (estimated when refused before parsing)",
+            ["lane", "stage"], registry=r,
+        )
+        self.in_flight_cost = Gauge(
+            "seqtag_in_flight_cost", "Work admitted and not yet answered: characters (normal), requests (large)",
+            ["lane"], registry=r,
         )
         self.model_load_seconds = Gauge(
             "seqtag_model_load_seconds", "Time to load the model's checkpoint", ["model"], registry=r
@@ -74,7 +102,7 @@ class Metrics:
 
     def forget_model(self, name: str) -> None:
         """Drop the per-model series of a model that is no longer served."""
-        for metric in (self.queue_depth, self.model_load_seconds):
+        for metric in (self.queue_depth, self.model_load_seconds, self.queue_age_seconds):
             try:
                 metric.remove(name)
             except KeyError:

@@ -54,6 +54,22 @@ def checkpoint_version(directory: Path) -> str:
     return digest.hexdigest()[:12]
 
 
+#: What GET /v1/models and /readyz (open to anyone) say about a checkpoint that failed to load: a short reason,
+#: never its path or the loader's text (those go to the log, and to the admin's reload answer).
+_PUBLIC_REASONS = (("newer than this seqtag", "written by a newer seqtag"), ("NaN", "weights contain NaN or infinities"),
+                   ("pickled", "pickled weights refused"), ("not a seqtag checkpoint", "not a seqtag checkpoint"))
+
+
+def public_reason(exc: BaseException) -> str:
+    """A short reason for a failed load, safe to show without a token."""
+    if isinstance(exc, CheckpointError):
+        text = str(exc)
+        why = next((short for marker, short in _PUBLIC_REASONS if marker in text), "invalid checkpoint")
+    else:
+        why = f"failed to load ({type(exc).__name__})"
+    return f"{why}; details in the server log"
+
+
 def check_finite(pipeline: Pipeline, directory: Path) -> None:
     """Refuse weights holding NaN or infinities: safetensors has no checksum, so flipped bits in the
     tensor data (or a diverged training run) load without error and would tag nonsense."""
@@ -172,7 +188,8 @@ class ModelRegistry:
         self.metrics = metrics
         self.device = device
         self._models: dict[str, LoadedModel] = {}
-        self.load_errors: dict[str, str] = {}
+        self.load_errors: dict[str, str] = {}  # name -> why, in full (log and admin answers)
+        self.public_errors: dict[str, str] = {}  # name -> a short reason (public endpoints)
         self._reload_lock = asyncio.Lock()
         self._retiring: set[asyncio.Task] = set()
 
@@ -256,10 +273,12 @@ class ModelRegistry:
         return Batcher(
             pipeline, name=name, max_batch_size=s.max_batch_size, max_batch_units=s.max_batch_units,
             max_wait_ms=s.max_wait_ms, max_queue=s.max_queue, metrics=self.metrics, wait_policy=s.wait_policy,
+            low_priority_units=s.low_priority_batch_units,
         )
 
     async def _load_all(self, previous: dict[str, LoadedModel]) -> ReloadReport:
         report = ReloadReport()
+        public: dict[str, str] = {}
         directories = self._directories()
         new: dict[str, LoadedModel] = {}
         started: list[LoadedModel] = []
@@ -279,7 +298,9 @@ class ModelRegistry:
                     pipeline, version, seconds = await asyncio.to_thread(self._load_one, directory)
                 except Exception as exc:  # any unusable checkpoint: skip it, keep going
                     why = str(exc) if isinstance(exc, CheckpointError) else f"{type(exc).__name__}: {exc}"
-                    report.failed[name] = why + ("; the previous version keeps serving" if old is not None else "")
+                    kept = "; the previous version keeps serving" if old is not None else ""
+                    report.failed[name] = why + kept
+                    public[name] = public_reason(exc) + kept
                     log.error("model %s failed to load: %s", name, why)
                     if old is not None:
                         new[name] = old
@@ -300,6 +321,7 @@ class ModelRegistry:
         replaced = [m for name, m in previous.items() if new.get(name) is not m]
         self._models = new  # the atomic swap
         self.load_errors = dict(report.failed)
+        self.public_errors = public
         self.metrics.models_loaded.set(len(new))
         for model in replaced:
             self._retire(model, forget_metrics=model.name not in new)

@@ -66,6 +66,26 @@ class Settings(BaseSettings):
     max_queue: int = Field(2048, ge=1)
     """Pieces waiting per model; a request arriving at a full queue gets 503 at once (default 2048)."""
 
+    queue_budget_chars: int = Field(65_536, ge=1)
+    """Admission budget: characters of work (texts and inline dictionary entries) that admitted requests may
+    have in flight at once, all models together; a request that does not fit gets 503 with Retry-After at
+    once, before its body is parsed where its size already tells (default 65,536: about one second of work
+    for zh-seg on 2 CPU cores, so admitted requests wait about that long at most; see BENCHMARKS.md)."""
+
+    large_request_share: float = Field(0.25, gt=0, le=1)
+    """A request costing more than this share of ``queue_budget_chars`` is large (default 0.25: over 16,384
+    characters): it does not take from the budget, runs in the low-priority lane and never blocks others."""
+
+    max_large_requests: int = Field(2, ge=0)
+    """Large requests in flight at once (default 2); one more gets 503 with Retry-After (0: refuse them all)."""
+
+    low_priority_batch_units: int = Field(2048, ge=1)
+    """Padded units of a batch that large requests' pieces may fill (default 2048, a quarter of a batch: such a
+    batch takes ~15 ms for zh-seg on 2 cores, so a small request arriving meanwhile waits about that long)."""
+
+    retry_after_s: int = Field(1, ge=1)
+    """The Retry-After (seconds) of a 503 for overload (default 1)."""
+
     request_timeout_s: float = Field(30.0, gt=0)
     """Deadline of a tagging request, queueing included; past it the answer is 504 (default 30 s)."""
 

@@ -8,9 +8,11 @@ back by their piece's start -> response dicts (code point or UTF-16 offsets).
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
@@ -19,14 +21,42 @@ from models.spans import SpanTable
 from models.textsplit import split_text
 from service.batcher import BatcherError, BatcherStopped, BatchFailed, DeadlineExceeded, Overloaded, Piece
 from service.dictionaries import DictionaryNotFound, DictionaryStore, valid_name
-from service.errors import ServiceError
+from service.errors import ServiceError, clip
 from service.metrics import Metrics
 from service.registry import LoadedModel
+from service.responses import JSONResponse
 from service.schemas import DictionaryEntry, TagRequest
 from service.settings import Settings
 
-# Above this many characters, splitting and dictionary matching run in a worker thread, not on the event loop.
+# Above this many characters, splitting, dictionary matching, joining spans and building the answer run in
+# a worker thread, not on the event loop (a 1M-character text's answer took the loop ~1 s to build).
 _OFFLOAD_CHARS = 20_000
+# Above this many inline entries, a dictionary is checked and compiled in the dictionary thread: 200k entries
+# took the event loop 0.3 s, and /healthz with it.
+_OFFLOAD_ENTRIES = 2_000
+#: Inline dictionary entries that cost one character of the admission budget: compiling 200k entries took
+#: ~0.27 s on 2 cores, the time zh-seg takes to tag ~17k characters (one per ~12 entries, rounded to 8).
+DICTIONARY_ENTRIES_PER_CHAR = 8
+
+
+def request_cost(texts: Sequence[str], dictionary: object) -> int:
+    """Characters of work a request asks for: its texts, and its inline dictionary's entries (at their rate)."""
+    cost = sum(map(len, texts))
+    if isinstance(dictionary, list):
+        cost += len(dictionary) // DICTIONARY_ENTRIES_PER_CHAR
+    return cost
+
+
+_dictionary_thread: ThreadPoolExecutor | None = None
+
+
+async def off_loop(fn: Callable[..., Any], *args: Any) -> Any:
+    """``fn(*args)`` in the process's one dictionary thread (bounded: concurrent compiles queue there instead
+    of each taking a thread, and the event loop keeps answering meanwhile)."""
+    global _dictionary_thread
+    if _dictionary_thread is None:
+        _dictionary_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="seqtag-dictionary")
+    return await asyncio.get_running_loop().run_in_executor(_dictionary_thread, functools.partial(fn, *args))
 
 
 # ---- limits -------------------------------------------------------------------
@@ -65,10 +95,10 @@ class DictionarySpec:
             return None
         if isinstance(value, str):
             if not valid_name(value):
-                raise ServiceError(422, "invalid_name", f"invalid dictionary name {value!r}: names match "
+                raise ServiceError(422, "invalid_name", f"invalid dictionary name {clip(value)}: names match "
                                    "[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
             if value not in store.names():
-                raise ServiceError(404, "dictionary_not_found", f"no stored dictionary named {value!r}")
+                raise ServiceError(404, "dictionary_not_found", f"no stored dictionary named {clip(value)}")
             return cls(stored=value)
         if len(value) > settings.max_dictionary_entries:
             raise ServiceError(413, "dictionary_too_large", f"{len(value)} dictionary entries; the limit is "
@@ -107,7 +137,8 @@ class DictionarySpec:
         unknown = sorted(dictionary.labels - set(model.labels))
         if unknown:
             have = ", ".join(model.labels) or "none: it only segments"
-            raise ServiceError(422, "unknown_label", f"dictionary label(s) {', '.join(map(repr, unknown))} are "
+            named = ", ".join(map(clip, unknown[:5])) + (f" and {len(unknown) - 5} more" if len(unknown) > 5 else "")
+            raise ServiceError(422, "unknown_label", f"dictionary label(s) {named} are "
                                f"not labels of model {model.name!r} ({model.task}; labels: {have})")
         return dictionary if len(dictionary) else None
 
@@ -125,7 +156,7 @@ class DictionarySpec:
                 token_entries.append(entry)
                 continue
             if label not in token_labels and label not in ner_labels:
-                raise ServiceError(422, "unknown_label", f"dictionary label {label!r} is not a label of any "
+                raise ServiceError(422, "unknown_label", f"dictionary label {clip(label)} is not a label of any "
                                    "model /v1/analyze uses")
             if label in token_labels:
                 token_entries.append(entry)
@@ -133,6 +164,47 @@ class DictionarySpec:
                 ner_entries.append(entry)
         return (DictionarySpec(entries=token_entries) if token_entries else None,
                 DictionarySpec(entries=ner_entries) if ner_entries else None)
+
+
+async def dictionary_spec(value: list[str | DictionaryEntry] | str | None, settings: Settings,
+                          store: DictionaryStore) -> DictionarySpec | None:
+    """:meth:`DictionarySpec.from_request`, off the event loop for a large inline dictionary."""
+    if isinstance(value, list) and len(value) > _OFFLOAD_ENTRIES:
+        return await off_loop(DictionarySpec.from_request, value, settings, store)
+    return DictionarySpec.from_request(value, settings, store)
+
+
+def _heavy(spec: DictionarySpec) -> bool:
+    """Stored dictionaries may need reading and compiling (cached after); large inline ones always do."""
+    return spec.stored is not None or len(spec.entries or ()) > _OFFLOAD_ENTRIES
+
+
+async def compile_dictionary(spec: DictionarySpec | None, model: LoadedModel,
+                             store: DictionaryStore) -> Dictionary | None:
+    """:meth:`DictionarySpec.compile`, off the event loop unless the dictionary is small and inline."""
+    if spec is None:
+        return None
+    if _heavy(spec):
+        return await off_loop(spec.compile, model, store)
+    return spec.compile(model, store)
+
+
+async def split_dictionary(spec: DictionarySpec | None, token_model: LoadedModel | None,
+                           ner_model: LoadedModel | None, store: DictionaryStore
+                           ) -> tuple[DictionarySpec | None, DictionarySpec | None]:
+    """:meth:`DictionarySpec.split_for_analyze`, off the event loop unless the dictionary is small and inline."""
+    if spec is None:
+        return None, None
+    if _heavy(spec):
+        return await off_loop(spec.split_for_analyze, token_model, ner_model, store)
+    return spec.split_for_analyze(token_model, ner_model, store)
+
+
+async def answer(texts: Sequence[str], build: Callable[[], dict[str, Any]]) -> JSONResponse:
+    """The response of ``build()``; built and encoded in a worker thread for large requests."""
+    if sum(map(len, texts)) > _OFFLOAD_CHARS:
+        return await asyncio.to_thread(lambda: JSONResponse(build()))
+    return JSONResponse(build())
 
 
 # ---- tagging through the batcher ----------------------------------------------------
@@ -177,7 +249,7 @@ class Job:
             self.prepared = _prepare(*args)
         metrics.tokenize_seconds.labels(self.model.name).observe(time.perf_counter() - start)
 
-    def submit(self, scores: bool, deadline: float) -> None:
+    def submit(self, scores: bool, deadline: float, low_priority: bool = False) -> None:
         assert self.prepared is not None
         pieces = self.prepared.pieces
         if not pieces:
@@ -185,7 +257,8 @@ class Job:
         # Longest first: neighbours in the queue have similar lengths, so the batches the batcher cuts
         # in arrival order carry little padding (decoding time grows with the longest piece of a batch).
         order = sorted(range(len(pieces)), key=lambda k: -pieces[k].length)
-        queued = self.model.batcher.submit([pieces[k] for k in order], scores=scores, deadline=deadline)
+        queued = self.model.batcher.submit([pieces[k] for k in order], scores=scores, deadline=deadline,
+                                           low_priority=low_priority)
         futures: list[asyncio.Future] = [queued[0]] * len(pieces)
         for future, k in zip(queued, order):
             futures[k] = future
@@ -203,14 +276,15 @@ class Job:
 
 
 async def run_jobs(jobs: Sequence[Job], *, settings: Settings, metrics: Metrics, scores: bool,
-                   deadline: float) -> list[list[SpanTable]]:
-    """Prepare, submit and await every job; batcher errors become HTTP errors (503, 504, 500)."""
+                   deadline: float, low_priority: bool = False) -> list[list[SpanTable]]:
+    """Prepare, submit and await every job; batcher errors become HTTP errors (503, 504, 500). A cancelled
+    caller (client gone) cancels its pieces, which the batcher then drops unrun."""
     for job in jobs:
         await job.prepare(settings, metrics)
     futures: list[asyncio.Future] = []
     try:
         for job in jobs:
-            job.submit(scores, deadline)
+            job.submit(scores, deadline, low_priority)
             futures.extend(job.futures)
         if futures:
             remaining = deadline - time.monotonic()
@@ -232,6 +306,8 @@ async def run_jobs(jobs: Sequence[Job], *, settings: Settings, metrics: Metrics,
                 future.cancel()
             elif not future.cancelled():
                 future.exception()  # mark as retrieved: a sibling's failure already answered
+    if sum(len(t) for job in jobs for t in job.texts) > _OFFLOAD_CHARS:
+        return await asyncio.to_thread(lambda: [job.spans() for job in jobs])
     return [job.spans() for job in jobs]
 
 

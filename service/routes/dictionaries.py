@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-import json
-
 from fastapi import APIRouter, Request, Response
-from fastapi.exceptions import RequestValidationError
-from pydantic import ValidationError
 
 from models.dictionary import DictionaryError, entries_to_json, parse_entry_lines, to_entries
 from service.deps import Admin, SettingsDep, StoreDep, is_json_content_type, is_text_content_type
 from service.dictionaries import DictionaryNotFound, valid_name
-from service.errors import ServiceError
+from service.errors import ServiceError, clip
+from service.jsonbody import parse_json_body
 from service.responses import JSONResponse
 from service.schemas import ERROR_RESPONSES, DictionaryBody, DictionaryNames, DictionaryOut
 
@@ -21,12 +18,12 @@ router = APIRouter(prefix="/v1/dictionaries", tags=["dictionaries"], dependencie
 
 def _check_name(name: str) -> None:
     if not valid_name(name):
-        raise ServiceError(422, "invalid_name", f"invalid dictionary name {name!r}: names match "
+        raise ServiceError(422, "invalid_name", f"invalid dictionary name {clip(name)}: names match "
                            "[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 
 
 def _not_found(name: str) -> ServiceError:
-    return ServiceError(404, "dictionary_not_found", f"no stored dictionary named {name!r}")
+    return ServiceError(404, "dictionary_not_found", f"no stored dictionary named {clip(name)}")
 
 
 @router.get("", response_model=DictionaryNames, summary="Names of the stored dictionaries")
@@ -72,18 +69,7 @@ async def put_dictionary(name: str, request: Request, store: StoreDep, settings:
     content_type = request.headers.get("content-type") or ""
     body = await request.body()
     if content_type and is_json_content_type(content_type):
-        # parsed and checked as FastAPI does a JSON body (Python's json: lone surrogate escapes are text too),
-        # and its errors answered the same way (400 for bad JSON, 422 for the rest)
-        try:
-            parsed = DictionaryBody.model_validate(json.loads(body))
-        except json.JSONDecodeError as exc:
-            raise RequestValidationError([{"type": "json_invalid", "loc": ("body", exc.pos), "msg": "JSON decode "
-                                           "error", "input": {}, "ctx": {"error": exc.msg}}]) from None
-        except UnicodeDecodeError as exc:
-            raise RequestValidationError([{"type": "json_invalid", "loc": ("body",), "msg": "JSON decode error",
-                                           "input": {}, "ctx": {"error": exc.reason}}]) from None
-        except ValidationError as exc:
-            raise RequestValidationError([{**e, "loc": ("body", *e["loc"])} for e in exc.errors()]) from None
+        parsed = parse_json_body(body, DictionaryBody)  # as FastAPI reads a JSON body: 400, 422
         raw = [e if isinstance(e, str) else {"text": e.text, "label": e.label} for e in parsed.entries]
         try:
             entries = to_entries(raw)
@@ -94,7 +80,7 @@ async def put_dictionary(name: str, request: Request, store: StoreDep, settings:
     else:
         raise ServiceError(415, "unsupported_media_type", "send the entries as JSON ('Content-Type: application/"
                            "json') or as dictionary lines ('Content-Type: text/plain; charset=utf-8'), not "
-                           f"{content_type or 'no content type'!r}")
+                           f"{clip(content_type or 'no content type')}")
     if len(entries) > settings.max_dictionary_entries:
         raise ServiceError(413, "dictionary_too_large", f"{len(entries)} entries; the limit is "
                            f"{settings.max_dictionary_entries}")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Request, Response
 
-from service.deps import MetricsDep, SettingsDep
+from service.deps import MetricsDep
 from service.responses import JSONResponse
 
 router = APIRouter(tags=["health"])
@@ -16,14 +16,14 @@ async def healthz() -> JSONResponse:
 
 
 @router.get("/readyz", summary="Readiness: 200 when at least one model is loaded and every batcher runs")
-async def readyz(request: Request, settings: SettingsDep) -> JSONResponse:
+async def readyz(request: Request) -> JSONResponse:
     registry = getattr(request.app.state, "registry", None)
     if registry is None:
         reason = "the service is starting up"
     elif not registry.models:
-        reason = f"no models loaded from {settings.models_dir}"
-        if registry.load_errors:
-            reason += " (failed: " + "; ".join(f"{n}: {w}" for n, w in registry.load_errors.items()) + ")"
+        reason = "no models loaded"  # the directory and the loaders' errors are in the log, not here (no token)
+        if registry.public_errors:
+            reason += " (failed: " + "; ".join(f"{n}: {w}" for n, w in registry.public_errors.items()) + ")"
     elif not registry.ready:
         stopped = [m.name for m in registry.models if not m.batcher.running]
         reason = f"batchers not running: {', '.join(stopped)}"

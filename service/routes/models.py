@@ -15,9 +15,10 @@ router = APIRouter(prefix="/v1/models", tags=["models"])
 @router.get("", response_model=ModelList, summary="Loaded models")
 async def list_models(registry: RegistryDep) -> JSONResponse:
     """Every model being served: task, labels, tag scheme, dev metrics from its checkpoint, version
-    (content hash), device and batching settings; and the model directories that failed to load."""
+    (content hash), device and batching settings; and the model directories that failed to load, each with a
+    short reason (the full one is in the server log and in the admin's reload answer)."""
     models = sorted(registry.models, key=lambda m: m.name)
-    return JSONResponse({"models": [m.describe() for m in models], "failed": registry.load_errors})
+    return JSONResponse({"models": [m.describe() for m in models], "failed": registry.public_errors})
 
 
 @router.post(

@@ -7,12 +7,13 @@ import time
 
 from fastapi import APIRouter
 
-from service.deps import JSONBody, ServiceDep
-from service.errors import ServiceError
+from service.deps import JSONBody, Service, ServiceDep
+from service.errors import ServiceError, clip
 from service.registry import LoadedModel, ModelRegistry, valid_name
 from service.responses import JSONResponse
 from service.schemas import ERROR_RESPONSES, TagRequest, TagResponse
-from service.tagging import DictionarySpec, Job, entity_dicts, request_texts, run_jobs, token_dicts
+from service.tagging import (DictionarySpec, Job, answer, compile_dictionary, dictionary_spec, entity_dicts,
+                             request_cost, request_texts, run_jobs, split_dictionary, token_dicts)
 
 router = APIRouter(prefix="/v1", tags=["tagging"])
 
@@ -22,7 +23,7 @@ _TASKS = {"segment": ("seg", "pos"), "pos": ("pos",), "ner": ("ner",)}
 
 def _named_model(registry: ModelRegistry, name: str) -> LoadedModel:
     if not valid_name(name):
-        raise ServiceError(422, "invalid_name", f"invalid model name {name!r}")
+        raise ServiceError(422, "invalid_name", f"invalid model name {clip(name)}")
     model = registry.get(name)
     if model is None:
         names = ", ".join(sorted(m.name for m in registry.models)) or "none"
@@ -50,20 +51,25 @@ async def _tag(endpoint: str, body: TagRequest, service: ServiceDep) -> JSONResp
     settings, registry, store, metrics = service.settings, service.registry, service.store, service.metrics
     deadline = time.monotonic() + settings.request_timeout_s
     texts = request_texts(body, settings)
-    spec = DictionarySpec.from_request(body.dictionary, settings, store)
-    model = pick_model(registry, endpoint, body.model)
-    with model.lease():  # taken right after the lookup: a reload waits for it
-        dictionary = spec.compile(model, store) if spec is not None else None
-        [spans] = await run_jobs([Job(model, texts, dictionary)], settings=settings, metrics=metrics,
-                                 scores=body.scores, deadline=deadline)
-    utf16 = body.offsets == "utf16"
-    if endpoint == "ner":
-        results = [{"tokens": [], "entities": entity_dicts(t, s, utf16=utf16)} for t, s in zip(texts, spans)]
-    else:
-        with_pos = endpoint == "pos"
-        results = [{"tokens": token_dicts(t, s, with_pos=with_pos, utf16=utf16), "entities": []}
-                   for t, s in zip(texts, spans)]
-    return JSONResponse({"model": model.name, "version": model.version, "results": results})
+    with service.admit(request_cost(texts, body.dictionary)) as ticket:
+        spec = await dictionary_spec(body.dictionary, settings, store)
+        model = pick_model(registry, endpoint, body.model)
+        with model.lease():  # taken right after the lookup: a reload waits for it
+            dictionary = await compile_dictionary(spec, model, store)
+            [spans] = await run_jobs([Job(model, texts, dictionary)], settings=settings, metrics=metrics,
+                                     scores=body.scores, deadline=deadline, low_priority=ticket.low_priority)
+        utf16 = body.offsets == "utf16"
+
+        def build() -> dict:
+            if endpoint == "ner":
+                results = [{"tokens": [], "entities": entity_dicts(t, s, utf16=utf16)} for t, s in zip(texts, spans)]
+            else:
+                with_pos = endpoint == "pos"
+                results = [{"tokens": token_dicts(t, s, with_pos=with_pos, utf16=utf16), "entities": []}
+                           for t, s in zip(texts, spans)]
+            return {"model": model.name, "version": model.version, "results": results}
+
+        return await answer(texts, build)
 
 
 _DOC = dict(response_model=TagResponse, response_model_exclude_none=True, responses=ERROR_RESPONSES,
@@ -98,7 +104,14 @@ async def analyze(body: TagRequest, service: ServiceDep) -> JSONResponse:
     settings, registry, store, metrics = service.settings, service.registry, service.store, service.metrics
     deadline = time.monotonic() + settings.request_timeout_s
     texts = request_texts(body, settings)
-    spec = DictionarySpec.from_request(body.dictionary, settings, store)
+    with service.admit(request_cost(texts, body.dictionary)) as ticket:
+        spec = await dictionary_spec(body.dictionary, settings, store)
+        return await _analyze(texts, body, spec, service, deadline, ticket.low_priority)
+
+
+async def _analyze(texts: list[str], body: TagRequest, spec: DictionarySpec | None, service: Service,
+                   deadline: float, low_priority: bool) -> JSONResponse:
+    settings, registry, store, metrics = service.settings, service.registry, service.store, service.metrics
     token_model = registry.default_for("pos") or registry.default_for("seg")
     ner_model = registry.default_for("ner")
     if body.model is not None:
@@ -118,23 +131,25 @@ async def analyze(body: TagRequest, service: ServiceDep) -> JSONResponse:
     with contextlib.ExitStack() as leases:
         for model in models:
             leases.enter_context(model.lease())
-        token_spec, ner_spec = (spec.split_for_analyze(token_model, ner_model, store) if spec is not None
-                                else (None, None))
+        token_spec, ner_spec = await split_dictionary(spec, token_model, ner_model, store)
         jobs = []
         for model, part in ((token_model, token_spec), (ner_model, ner_spec)):
             if model is not None:
-                jobs.append(Job(model, texts, part.compile(model, store) if part is not None else None))
-        outputs = await run_jobs(jobs, settings=settings, metrics=metrics, scores=body.scores, deadline=deadline)
+                jobs.append(Job(model, texts, await compile_dictionary(part, model, store)))
+        outputs = await run_jobs(jobs, settings=settings, metrics=metrics, scores=body.scores, deadline=deadline,
+                                 low_priority=low_priority)
     by_model = dict(zip([j.model.name for j in jobs], outputs))
     utf16 = body.offsets == "utf16"
-    results = []
-    for i, text in enumerate(texts):
-        tokens = (token_dicts(text, by_model[token_model.name][i], with_pos=token_model.task == "pos",
-                              utf16=utf16) if token_model is not None else [])
-        entities = entity_dicts(text, by_model[ner_model.name][i], utf16=utf16) if ner_model is not None else []
-        results.append({"tokens": tokens, "entities": entities})
-    return JSONResponse({
-        "model": {m.task: m.name for m in models},
-        "version": {m.task: m.version for m in models},
-        "results": results,
-    })
+
+    def build() -> dict:
+        results = []
+        for i, text in enumerate(texts):
+            tokens = (token_dicts(text, by_model[token_model.name][i], with_pos=token_model.task == "pos",
+                                  utf16=utf16) if token_model is not None else [])
+            entities = (entity_dicts(text, by_model[ner_model.name][i], utf16=utf16) if ner_model is not None
+                        else [])
+            results.append({"tokens": tokens, "entities": entities})
+        return {"model": {m.task: m.name for m in models}, "version": {m.task: m.version for m in models},
+                "results": results}
+
+    return await answer(texts, build)

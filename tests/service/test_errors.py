@@ -31,7 +31,7 @@ BAD_BODIES = [
     ("invalid JSON", {"content": b'{"texts": ["a",]}', "headers": JSON}, 400),
     ("truncated JSON", {"content": b'{"texts": ["a"', "headers": JSON}, 400),
     ("not UTF-8", {"content": b'{"text": "\xff\xfe"}', "headers": JSON}, (400, 422)),
-    ("empty body", {"content": b"", "headers": JSON}, 422),
+    ("empty body", {"content": b"", "headers": JSON}, 400),  # 400 saying the body is empty
     ("deeply nested JSON", {"content": b'{"texts": ' + b"[" * 100_000 + b"]" * 100_000 + b"}", "headers": JSON},
      (400, 422)),
     ("nested within limits", {"content": b'{"texts": ' + b"[" * 900 + b"]" * 900 + b"}", "headers": JSON}, 422),
