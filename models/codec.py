@@ -270,6 +270,7 @@ class KeyIndex:
         if len(np.unique(keys)) != len(keys) or (keys < 0).any():
             raise ValueError("KeyIndex keys must be distinct and non-negative")
         self.missing = missing
+        self.count = len(keys)
         self.bits = max(4, int(np.ceil(np.log2(max(len(keys), 1) * 4))))
         size = 1 << self.bits
         self.keys = np.full(size, self._EMPTY, dtype=np.int64)
@@ -287,6 +288,9 @@ class KeyIndex:
             placed[free[first]] = True
             pending = pending[~placed]
             self.probes += 1
+
+    def __len__(self) -> int:
+        return self.count
 
     def _home(self, keys: np.ndarray) -> np.ndarray:
         mixed = keys.astype(np.uint64) * np.uint64(0x9E3779B97F4A7C15)
@@ -502,15 +506,12 @@ class Codec:
         soft.add(entries, self.normalize_all)
         return soft
 
-    def _unit_counts(self, words: list[str]) -> np.ndarray:
-        return self._units(words).counts
-
     def lexicon_features(self, texts: Sequence[str], encoded: Encoded, soft: Lexicon | None = None) -> np.ndarray:
         """(N,) lexicon feature bits of ``encoded``'s units (the units of ``texts``)."""
         points = self._normalized_points(texts)
         lengths = np.fromiter(map(len, texts), np.int64, len(texts))
         first = np.cumsum(lengths) - lengths
-        args = (points, first, encoded.counts, encoded.flat_offsets, self._unit_counts)
+        args = (points, first, encoded.counts, encoded.flat_offsets, self._units)
         bits = self.lexicon.features(*args)
         if soft is not None and soft.words:
             bits |= soft.features(*args)

@@ -83,6 +83,10 @@ class Dictionary:
     def labels(self) -> set[str]:
         return {label for label in self._entries.values() if label}
 
+    def entries(self) -> list[Entry]:
+        """The entries as stored (normalised text; ``(text, label)`` where a label was given)."""
+        return [(text, label) if label else text for text, label in self._entries.items()]
+
     def find(self, text: str) -> list[Span]:
         """Leftmost-longest, non-overlapping matches in ``text`` as spans (label "" = any)."""
         normed = self._normalize(text)

@@ -21,9 +21,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
-from typing import Callable, Iterable
+from typing import TYPE_CHECKING, Callable, Iterable
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from models.codec import Encoded, KeyIndex
 
 POSITIONS = ("B", "M", "E", "S")
 WORD = "WORD"
@@ -38,6 +41,7 @@ _BASE = 0x100000001B3  # odd: invertible mod 2**64
 _BASE_INV = pow(_BASE, -1, 1 << 64)
 _MASK63 = np.uint64((1 << 63) - 1)
 _LEN_MIX = np.uint64(0x9E3779B97F4A7C15)
+_PREFIX = 1 << 32  # in the index's values: longer words start with this key's characters
 
 
 def group_of(tag: str, typed: bool) -> str:
@@ -135,65 +139,103 @@ class Lexicon:
         return len(self.words) - before
 
     # ---- matching ------------------------------------------------------
-    def _built(self, unit_count: Callable[[list[str]], np.ndarray]) -> tuple:
-        """(KeyIndex of word keys -> group mask, longest word in units), built once for this codec's units."""
+    def _built(self, split: Callable[[list[str]], "Encoded"]) -> tuple["KeyIndex", np.ndarray]:
+        """Key of every word and of every proper unit-prefix of a word -> the word's group mask, plus
+        :data:`_PREFIX` where longer words go on from there; one-character ones by code point in an array.
+        Built once, on first use, with the codec's units."""
         if self._index is None:
             from models.codec import KeyIndex  # the codec imports this module
 
             words = list(self.words)
-            masks = np.fromiter(self.words.values(), np.int64, len(words))
-            units = unit_count(words) if words else np.zeros(0, dtype=np.int64)
-            keep = (units >= 1) & (units <= MAX_WORD_UNITS)
-            words = [w for w, k in zip(words, keep.tolist()) if k]
-            masks, units = masks[keep], units[keep]
-            if words:
-                points = np.frombuffer("".join(words).encode("utf-32-le", "surrogatepass"), dtype=np.uint32)
-                lengths = np.fromiter(map(len, words), np.int64, len(words))
-                ends = np.cumsum(lengths)
-                keys = _keys(_prefix_hashes(points), ends - lengths, ends)
-                keys, first = np.unique(keys, return_index=True)  # a (vanishingly rare) collision keeps one
-                self._index = (KeyIndex(keys, masks[first], 0), int(units.max()))
-            else:
-                self._index = (KeyIndex(np.zeros(0, np.int64), np.zeros(0, np.int64), 0), 0)
+            enc = split(words) if words else None
+            counts = enc.counts if enc is not None else np.zeros(0, dtype=np.int64)
+            keep = np.flatnonzero((counts >= 1) & (counts <= MAX_WORD_UNITS))
+            if not len(keep):
+                self._index = (KeyIndex(np.zeros(0, np.int64), np.zeros(0, np.int64), 0), np.zeros(1, np.int64))
+                return self._index
+            masks = np.fromiter(self.words.values(), np.int64, len(words))[keep]
+            lengths = np.fromiter(map(len, words), np.int64, len(words))
+            word_first = np.cumsum(lengths) - lengths  # where each word starts in the joined string
+            points = np.frombuffer("".join(words).encode("utf-32-le", "surrogatepass"), dtype=np.uint32)
+            prefix = _prefix_hashes(points)
+            # every unit of a kept word but its last ends a proper prefix of it
+            unit_word = np.repeat(np.arange(len(words)), counts)
+            unit_end = enc.flat_offsets[:, 1] + word_first[unit_word]
+            last = np.cumsum(counts) - 1
+            inner = np.ones(len(unit_word), dtype=bool)
+            inner[last[counts > 0]] = False
+            inner &= np.isin(unit_word, keep)
+            pre_words = unit_word[inner]
+            keys = np.concatenate([_keys(prefix, word_first[keep], word_first[keep] + lengths[keep]),
+                                   _keys(prefix, word_first[pre_words], unit_end[inner])])
+            values = np.concatenate([masks, np.full(len(pre_words), _PREFIX, dtype=np.int64)])
+            # one-character keys (most one-unit windows) are looked up by code point in a flat table instead
+            one = np.concatenate([lengths[keep], unit_end[inner] - word_first[pre_words]]) == 1
+            cps = points[np.concatenate([word_first[keep], word_first[pre_words]])[one]]
+            singles = np.zeros(int(cps.max()) + 1 if len(cps) else 1, dtype=np.int64)
+            np.bitwise_or.at(singles, cps, values[one])
+            keys, values = keys[~one], values[~one]
+            order = np.argsort(keys, kind="stable")
+            keys, values = keys[order], values[order]
+            unique, first = np.unique(keys, return_index=True)
+            values = np.bitwise_or.reduceat(values, first) if len(first) else values
+            self._index = (KeyIndex(unique, values, 0), singles)
         return self._index
 
     def features(self, points: np.ndarray, text_first: np.ndarray, counts: np.ndarray, flat_offsets: np.ndarray,
-                 unit_count: Callable[[list[str]], np.ndarray]) -> np.ndarray:
+                 split: Callable[[list[str]], "Encoded"]) -> np.ndarray:
         """Bit masks (N,) int64 of the N units of a batch of texts.
 
         ``points``: the normalised code points of all texts one after the other; ``text_first``: where each
         text starts in them; ``counts``/``flat_offsets``: the texts' units (offsets within each text).
-        ``unit_count`` splits words into units (the codec's, once per lexicon).
+        ``split``: the codec's unit splitter (used once, to cut the lexicon's words into units).
+
+        Windows grow one unit at a time from every unit, and only while they are a prefix of some word: a
+        batch costs about two lookups per unit whatever the lexicon's size.
         """
         n_units = len(flat_offsets)
         out = np.zeros(n_units, dtype=np.int64)
-        index, longest = self._built(unit_count)
-        if not n_units or not longest:
+        index, singles = self._built(split)
+        if not n_units or not (len(index) or singles.any()):
             return out
         owner = np.repeat(np.arange(len(counts)), counts)
         base = text_first[owner]
         starts, ends = flat_offsets[:, 0] + base, flat_offsets[:, 1] + base
         prefix = _prefix_hashes(points)
         groups = len(self.groups)
-        for n in range(1, min(longest, n_units) + 1):
-            first = np.arange(n_units - n + 1)
-            last = first + n - 1
-            ok = (owner[first] == owner[last]) & (ends[last] - starts[first] <= MAX_WORD_CHARS)
-            first, last = first[ok], last[ok]
+        group_bits = (1 << groups) - 1
+        first = np.arange(n_units)  # windows [first, first + span] still in play
+        for span in range(MAX_WORD_UNITS):
+            last = first + span
+            if span == 0:  # one unit: one character (by code point) or a Latin run (by key)
+                found = np.zeros(n_units, dtype=np.int64)
+                one = np.flatnonzero(ends - starts == 1)
+                cps = points[starts[one]]
+                known = cps < len(singles)
+                found[one[known]] = singles[cps[known]]
+                runs = np.flatnonzero(ends - starts > 1)
+                if len(runs):
+                    found[runs] = index.lookup(_keys(prefix, starts[runs], ends[runs]))
+            else:
+                found = index.lookup(_keys(prefix, starts[first], ends[last]))
+            mask = found & group_bits
+            hit = np.flatnonzero(mask)
+            if len(hit):
+                at, bits = first[hit], mask[hit]
+                if span == 0:
+                    out[at] |= bits << (3 * groups)
+                else:
+                    out[at] |= bits
+                    out[at + span] |= bits << (2 * groups)
+                    for k in range(1, span):
+                        out[at + k] |= bits << groups
+            going = np.flatnonzero(found & _PREFIX)
+            first, last = first[going], last[going] + 1
+            inside = last < n_units
+            first, last = first[inside], last[inside]
+            first = first[(owner[last] == owner[first]) & (ends[last] - starts[first] <= MAX_WORD_CHARS)]
             if not len(first):
-                continue
-            found = index.lookup(_keys(prefix, starts[first], ends[last]))
-            hit = np.flatnonzero(found)
-            if not len(hit):
-                continue
-            mask, first = found[hit], first[hit]
-            if n == 1:
-                out[first] |= mask << (3 * groups)
-                continue
-            out[first] |= mask
-            out[first + n - 1] |= mask << (2 * groups)
-            for k in range(1, n - 1):
-                out[first + k] |= mask << groups
+                break
         return out
 
     # ---- persistence ---------------------------------------------------

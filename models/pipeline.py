@@ -8,18 +8,21 @@ import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Iterable, Literal, Sequence
 
 import numpy as np
 import torch
 
 from models.checkpoint import ModelMeta, load_checkpoint
 from models.codec import Codec, Encoded
-from models.dictionary import Dictionary, DictionaryError, Entry
+from models.dictionary import Dictionary, DictionaryError, Entry, without_labels
+from models.lexicon import Lexicon
 from models.schemes import OUTSIDE, TagScheme, split_tag, tags_to_spans
 from models.spans import Span, SpanTable
 from models.tagger import Tagger
 from models.textsplit import split_text
+
+DictionaryMode = Literal["hard", "soft"]
 
 
 _B, _I, _E, _S, _O = range(5)
@@ -103,9 +106,10 @@ class Pipeline:
         max_batch: int = 256,
         max_units: int = 16384,
         forced: Sequence[Sequence[Span]] | None = None,
-        dictionary: Dictionary | Iterable[Entry] | None = None,
+        dictionary: Dictionary | Lexicon | Iterable[Entry] | None = None,
         workers: int = 1,
         window: int | None = None,
+        dictionary_mode: DictionaryMode = "hard",
     ) -> list[list[Span]]:
         """Spans for every text: words (seg), tagged words (pos) or entities (ner).
 
@@ -114,6 +118,10 @@ class Pipeline:
         ``dictionary``: user dictionary entries (``"word"`` or ``("word", "LABEL")``), or a
         :meth:`dictionary` built from them; its words found in a text are forced there, by the rules of
         :mod:`models.dictionary` (leftmost-longest; matches off unit boundaries are skipped).
+        ``dictionary_mode``: ``"hard"`` (default) forces the dictionary's words as above; ``"soft"`` adds them
+        to the model's lexicon for these texts, as evidence the model weighs against the context (models
+        trained with ``--lexicon`` only; others raise :class:`~models.dictionary.DictionaryError`). A
+        segmentation model uses a labelled entry's word either way.
         ``workers``: batches tagged at once, each on its own thread (see :meth:`batch_workers`).
         ``window``: tag each text in pieces, as the service does: cut at every sentence end, and pieces
         longer than ``window`` characters cut again (:func:`models.textsplit.split_text`); spans come back on
@@ -121,15 +129,29 @@ class Pipeline:
         model trained on sentences sees sentences. None (default): each text in one piece.
         """
         return self.predict_table(texts, scores=scores, max_batch=max_batch, max_units=max_units, forced=forced,
-                                  dictionary=dictionary, workers=workers, window=window).to_lists()
+                                  dictionary=dictionary, workers=workers, window=window,
+                                  dictionary_mode=dictionary_mode).to_lists()
 
     def dictionary(self, entries: Iterable[Entry]) -> Dictionary:
         """A matcher for ``entries`` that finds them as this model's codec normalises text (full-width,
         case, ...). Raises :class:`~models.dictionary.DictionaryError` for a label the model lacks."""
+        if self.task == "seg":  # words only: a labelled entry (jieba's "word FREQ TAG") gives its word
+            entries = without_labels(entries)
         return self._check_labels(Dictionary(entries, normalize=self.codec.normalize,
                                         normalize_many=self.codec.normalize_all))
 
+    def soft_lexicon(self, dictionary: Dictionary | Iterable[Entry]) -> Lexicon:
+        """A dictionary's entries as a lexicon overlay for :meth:`Codec.encode` (``soft``); a
+        :class:`~models.dictionary.DictionaryError` for a model trained without lexicon features."""
+        entries = dictionary.entries() if isinstance(dictionary, Dictionary) else list(dictionary)
+        try:
+            return self.codec.soft_lexicon(entries)
+        except ValueError as exc:
+            raise DictionaryError(str(exc)) from None
+
     def _check_labels(self, dictionary: Dictionary) -> Dictionary:
+        if self.task == "seg" and dictionary.labels:
+            return self.dictionary(dictionary.entries())
         unknown = sorted(dictionary.labels - set(self.meta.labels))
         if unknown:
             have = ", ".join(self.meta.labels) or "none: it only segments"
@@ -145,17 +167,26 @@ class Pipeline:
         max_batch: int = 256,
         max_units: int = 16384,
         forced: Sequence[Sequence[Span]] | None = None,
-        dictionary: Dictionary | Iterable[Entry] | None = None,
+        dictionary: Dictionary | Lexicon | Iterable[Entry] | None = None,
         workers: int = 1,
         window: int | None = None,
+        dictionary_mode: DictionaryMode = "hard",
     ) -> SpanTable:
         """:meth:`predict` as one :class:`SpanTable` (flat arrays, no :class:`Span` objects)."""
         if workers < 1:
             raise ValueError(f"workers must be >= 1, not {workers}")
+        if dictionary_mode not in ("hard", "soft"):
+            raise ValueError(f"dictionary_mode must be 'hard' or 'soft', not {dictionary_mode!r}")
         if window is not None:
             return self._predict_pieces(texts, window, scores=scores, max_batch=max_batch, max_units=max_units,
-                                        forced=forced, dictionary=dictionary, workers=workers)
-        encoded = self.codec.encode(texts)
+                                        forced=forced, dictionary=dictionary, workers=workers,
+                                        dictionary_mode=dictionary_mode)
+        soft = None
+        if isinstance(dictionary, Lexicon):  # a soft_lexicon made once for many calls
+            soft, dictionary = dictionary, None
+        elif dictionary is not None and dictionary_mode == "soft":
+            soft, dictionary = self.soft_lexicon(dictionary), None
+        encoded = self.codec.encode(texts, soft)
         if dictionary is not None:
             if forced is not None:
                 raise ValueError("give forced spans or a dictionary, not both")

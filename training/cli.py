@@ -114,6 +114,10 @@ def build_parser() -> argparse.ArgumentParser:
         command.add_argument("--dictionary", action="append", metavar="FILE",
                              help="user dictionary whose words are forced whole (repeatable; later files win): "
                              "lines 'word', 'word LABEL' or jieba's 'word FREQ TAG', or the service's JSON")
+        command.add_argument("--dictionary-mode", choices=["hard", "soft"], default="hard",
+                             help="hard (default): the dictionary's words are forced; soft: they join the model's "
+                             "lexicon as evidence the model weighs against the context (models trained with "
+                             "--lexicon)")
         command.add_argument("--dictionary-words-only", action="store_true",
                              help="force the dictionary's words but not their labels (e.g. a jieba dictionary's "
                              "tags, which are not this model's)")
@@ -336,8 +340,12 @@ def _dictionary(pipeline, args: argparse.Namespace):
     if args.dictionary_words_only:
         entries = without_labels(entries)
     try:
+        if args.dictionary_mode == "soft":
+            return pipeline.soft_lexicon(entries)
         return pipeline.dictionary(entries)
-    except DictionaryError as exc:  # a label the model lacks
+    except DictionaryError as exc:  # a label the model lacks, or soft mode without a lexicon
+        if args.dictionary_mode == "soft":
+            raise UsageError(str(exc)) from None
         raise UsageError(f"{exc}; --dictionary-words-only forces the words without their labels") from None
 
 

@@ -12,7 +12,8 @@ import sys
 from pathlib import Path
 
 from models.checkpoint import architecture_name, read_config
-from models.codec import CodecConfig
+from models.codec import LEXICON_FILE, CodecConfig
+from models.lexicon import Lexicon
 from models.tagger import TaggerConfig
 
 CORPORA = {
@@ -61,13 +62,25 @@ def _codec_config(directory: Path) -> dict:
     return json.loads((Path(directory) / "codec.json").read_text(encoding="utf-8"))["config"]
 
 
+def _lexicon_text(directory: Path) -> str:
+    """The lexicon's sources, licences and size, for the card's table ("none" without one)."""
+    path = Path(directory) / LEXICON_FILE
+    if not path.exists():
+        return "none"
+    lexicon = Lexicon.from_json(json.loads(path.read_text(encoding="utf-8")))
+    sources = "; ".join(f"{s.name}, {s.licence} licence, {s.words:,} entries" for s in lexicon.sources) or "unnamed"
+    kind = "typed (" + "/".join(lexicon.groups) + ")" if lexicon.typed else "untyped"
+    return (f"{sources}: {len(lexicon.words):,} words, {kind}, {path.stat().st_size / 1e6:.1f} MB in "
+            f"`{LEXICON_FILE}` (model input: B/M/E/S of the lexicon words covering each character)")
+
+
 def render_card(directory: Path, name: str, corpus: str) -> str:
     config = read_config(directory)
     info = CORPORA[corpus]
     dev = config.get("dev_metrics", {})
     training = config.get("training", {})
-    metric_keys = [k for k in ("precision", "recall", "f1", "word_f1", "pos_accuracy", "oov_recall", "iv_recall")
-                   if k in dev]
+    metric_keys = [k for k in ("precision", "recall", "f1", "word_f1", "pos_accuracy", "oov_recall", "iv_recall",
+                               "seen_recall", "unseen_recall") if k in dev]
     rows = "\n".join(f"| {k} | {dev[k]:.2f} |" for k in metric_keys)
     size_mb = _size(directory) / 1e6
     compacted = config.get("compacted_from")
@@ -101,6 +114,7 @@ def render_card(directory: Path, name: str, corpus: str) -> str:
                     "those (the codec's `t2s_unseen`), so it reads traditional text as well as the same text in "
                     "simplified characters, up to the words the two scripts write differently (see \"Traditional "
                     "characters\" in BENCHMARKS.md).\n")
+    lexicon = _lexicon_text(directory)
     return f"""# {name}
 
 {TASK_TEXT[config['task']].capitalize()} for Chinese: a character(+bigram) {describe_network(config.get('tagger', {}))}
@@ -114,6 +128,7 @@ trained by seqtag's own code.
 | corpus | {info['title']} (`{corpus}`) |
 | corpus licence / terms | {info['licence']} |
 | size on disk | {size_mb:.1f} MB ({storage}) |
+| lexicon | {lexicon} |
 | best epoch | {config.get('epoch', '?')} |
 | saved | {config.get('saved_at', '?')} |
 

@@ -1,0 +1,194 @@
+"""Lexicon features: which lexicon words cover each unit, by position and type, computed on flat arrays."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from models.checkpoint import build_tagger, load_checkpoint, save_checkpoint, ModelMeta
+from models.codec import Codec, CodecConfig
+from models.dictionary import DictionaryError
+from models.lexicon import Lexicon, LexiconSource, group_of
+from models.pipeline import Pipeline
+from models.schemes import TagScheme, tag_vocabulary
+from models.tagger import TaggerConfig
+
+TEXTS = ["北京大学生在杭州工作", "我喜欢iPhone15手机", "张三 丰在 北京"]
+ENTRIES = [("北京", "ns"), ("北京大学", "nt"), ("大学生", "n"), ("杭州", "ns"), ("张三丰", "nr"), ("iphone15", ""),
+           ("工作", "vn"), ("学", "")]
+
+
+def _codec(typed: bool = True) -> Codec:
+    codec = Codec.build(TEXTS, CodecConfig(lexicon_typed=typed))
+    codec.set_lexicon(ENTRIES, LexiconSource("test", "CC0", len(ENTRIES)))
+    return codec
+
+
+def _names(codec: Codec, bits: int) -> set[str]:
+    return {name for i, name in enumerate(codec.lexicon.feature_names) if bits >> i & 1}
+
+
+def _brute_force(codec: Codec, text: str) -> list[set[str]]:
+    """Every lexicon word at every unit position, found by comparing strings."""
+    enc = codec.encode([text])
+    offsets = enc.offsets[0]
+    normed = codec.normalize(text)
+    lex = codec.lexicon
+    out: list[set[str]] = [set() for _ in offsets]
+    for i in range(len(offsets)):
+        for j in range(i, len(offsets)):
+            word = normed[offsets[i, 0] : offsets[j, 1]]
+            mask = lex.words.get(word, 0)
+            for g, group in enumerate(lex.groups):
+                if not mask >> g & 1:
+                    continue
+                if i == j:
+                    out[i].add(f"S-{group}")
+                    continue
+                out[i].add(f"B-{group}")
+                out[j].add(f"E-{group}")
+                for k in range(i + 1, j):
+                    out[k].add(f"M-{group}")
+    return out
+
+
+def test_features_match_a_brute_force_search():
+    codec = _codec()
+    enc = codec.encode(TEXTS)
+    for k, text in enumerate(TEXTS):
+        got = [_names(codec, int(b)) for b in enc.lexicon[k]]
+        assert got == _brute_force(codec, text), text
+
+
+def test_typed_groups_come_from_the_tags():
+    codec = _codec()
+    bits = codec.encode(["北京大学生"]).lexicon[0]
+    assert _names(codec, int(bits[0])) == {"B-LOC", "B-ORG"}  # 北京 (ns), 北京大学 (nt)
+    assert _names(codec, int(bits[3])) == {"S-WORD", "E-ORG", "M-WORD"}  # 学; end of 北京大学; inside 大学生
+    assert group_of("nrfg", True) == "PER" and group_of("nz", True) == "WORD" and group_of("nr", False) == "WORD"
+
+
+def test_untyped_lexicon_has_four_features():
+    codec = _codec(typed=False)
+    assert codec.num_lexicon_features == 4
+    assert _names(codec, int(codec.encode(["杭州"]).lexicon[0][0])) == {"B-WORD"}
+
+
+def test_words_do_not_match_across_whitespace_or_texts():
+    codec = _codec()
+    enc = codec.encode(["张三 丰", "北", "京"])
+    assert not any(enc.flat_lexicon)  # 张三丰 split by a space; 北|京 in two texts
+
+
+def test_latin_runs_match_as_normalised_units():
+    codec = _codec()
+    bits = codec.encode(["买ＩＰＨＯＮＥ１５"]).lexicon[0]  # full width, upper case: normalised to iphone15
+    assert _names(codec, int(bits[1])) == {"S-WORD"}
+
+
+def test_the_array_and_tokenizer_paths_agree():
+    codec = _codec()
+    short = codec.encode(["北京大学生"])  # under the array splitter's threshold: the tokenizer
+    long = codec.encode(["北京大学生" + "。" * 80])
+    np.testing.assert_array_equal(short.lexicon[0], long.lexicon[0][:5])
+
+
+def test_soft_overlay_adds_bits_and_leaves_the_stored_index_alone():
+    codec = _codec()
+    plain = codec.encode(["马云在杭州"]).flat_lexicon
+    soft = codec.soft_lexicon([("马云", "PER")])
+    with_soft = codec.encode(["马云在杭州"], soft).flat_lexicon
+    assert _names(codec, int(with_soft[0])) == {"B-PER"} and _names(codec, int(with_soft[1])) == {"E-PER"}
+    np.testing.assert_array_equal(with_soft[2:], plain[2:])
+    assert "马云" not in codec.lexicon.words
+    np.testing.assert_array_equal(codec.encode(["马云在杭州"]).flat_lexicon, plain)
+
+
+def test_soft_lexicon_needs_a_lexicon():
+    codec = Codec.build(TEXTS, CodecConfig())
+    assert codec.encode(TEXTS).flat_lexicon is None
+    with pytest.raises(ValueError, match="without lexicon features"):
+        codec.soft_lexicon(["马云"])
+
+
+def test_lexicon_round_trips_through_json():
+    codec = _codec()
+    again = Lexicon.from_json(codec.lexicon.to_json())
+    assert again.words == codec.lexicon.words and again.groups == codec.lexicon.groups
+    assert again.sources[0].as_dict() == {"name": "test", "licence": "CC0", "words": len(ENTRIES)}
+
+
+@pytest.mark.parametrize("data", [{"groups": ["PER"], "words": {}}, {"groups": ["WORD"], "words": {"4": "x"}}])
+def test_malformed_lexicon_json_is_refused(data):
+    with pytest.raises(ValueError):
+        Lexicon.from_json(data)
+
+
+def _pipeline(codec: Codec, tmp_path, task: str = "seg") -> Pipeline:
+    scheme = TagScheme.BMES
+    tags = tag_vocabulary(scheme, [""], outside=False)
+    tagger = build_tagger(TaggerConfig(unit_dim=8, bigram_dim=4, hidden=8, lexicon_dim=4), codec, scheme, tags)
+    with torch.no_grad():  # the lexicon decides: a word's first unit is B, its last E, a single S
+        tagger.lexicon_proj.weight.zero_()
+        tagger.lexicon_proj.bias.zero_()
+    save_checkpoint(tmp_path / "m", tagger, codec, ModelMeta(task, scheme, tags, seen={"北京"}))
+    return Pipeline.load(tmp_path / "m", device="cpu")
+
+
+def test_checkpoint_stores_the_lexicon_and_the_training_words(tmp_path):
+    codec = _codec()
+    pipeline = _pipeline(codec, tmp_path)
+    assert (tmp_path / "m" / "lexicon.json").exists()
+    assert pipeline.codec.lexicon.words == codec.lexicon.words
+    assert pipeline.tagger.use_lexicon and pipeline.meta.seen == {"北京"}
+    _, again, meta = load_checkpoint(tmp_path / "m")
+    np.testing.assert_array_equal(again.encode(TEXTS).flat_lexicon, codec.encode(TEXTS).flat_lexicon)
+
+
+def test_the_tagger_reads_the_features(tmp_path):
+    pipeline = _pipeline(_codec(), tmp_path)
+    enc = pipeline.codec.encode(["马云在杭州"])
+    batch = pipeline.codec.batch(enc)
+    with torch.no_grad():
+        pipeline.tagger.lexicon_proj.bias.fill_(0.5)
+        pipeline.tagger.lexicon_proj.weight.normal_()
+        before = pipeline.tagger.emissions(batch)
+        batch.lexicon = torch.zeros_like(batch.lexicon)
+        after = pipeline.tagger.emissions(batch)
+    assert not torch.allclose(before, after)
+
+
+def test_soft_mode_in_predict(tmp_path):
+    pipeline = _pipeline(_codec(), tmp_path)
+    with torch.no_grad():
+        pipeline.tagger.lexicon_proj.weight.normal_()
+    text = "马云在杭州"
+    plain = pipeline.predict([text])
+    hard = pipeline.predict([text], dictionary=["马云在"])
+    assert (0, 3) in [(s.start, s.end) for s in hard[0]]  # hard always wins
+    soft = pipeline.predict([text], dictionary=["马云在"], dictionary_mode="soft")
+    assert soft == pipeline.predict([text], dictionary=pipeline.soft_lexicon(["马云在"]))
+    assert pipeline.predict([text], dictionary=[], dictionary_mode="soft") == plain
+    # soft evidence goes through the model: with the lexicon's weights at zero, it changes nothing
+    with torch.no_grad():
+        pipeline.tagger.lexicon_proj.weight.zero_()
+    assert pipeline.predict([text], dictionary=["马云在"], dictionary_mode="soft") == pipeline.predict([text])
+
+
+def test_soft_mode_without_a_lexicon_is_a_dictionary_error(tmp_path):
+    codec = Codec.build(TEXTS, CodecConfig())
+    scheme = TagScheme.BMES
+    tags = tag_vocabulary(scheme, [""], outside=False)
+    tagger = build_tagger(TaggerConfig(unit_dim=8, bigram_dim=4, hidden=8), codec, scheme, tags)
+    assert not tagger.use_lexicon
+    save_checkpoint(tmp_path / "m", tagger, codec, ModelMeta("seg", scheme, tags))
+    pipeline = Pipeline.load(tmp_path / "m", device="cpu")
+    with pytest.raises(DictionaryError, match="without lexicon features"):
+        pipeline.predict(["马云"], dictionary=["马云"], dictionary_mode="soft")
+
+
+def test_a_segmenter_uses_a_labelled_entry_s_word(tmp_path):
+    pipeline = _pipeline(_codec(), tmp_path)
+    got = pipeline.predict(["马云在杭州"], dictionary=[("马云在", "nr")])
+    assert (0, 3) in [(s.start, s.end) for s in got[0]]
