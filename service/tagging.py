@@ -254,8 +254,8 @@ class Job:
         pieces = self.prepared.pieces
         if not pieces:
             return
-        # Longest first: neighbours in the queue have similar lengths, so the batches the batcher cuts
-        # in arrival order carry little padding (decoding time grows with the longest piece of a batch).
+        # Longest first: the batcher takes a request's pieces in this order, one per turn, so the pieces that
+        # share a batch have similar lengths and carry little padding (decoding time grows with the longest).
         order = sorted(range(len(pieces)), key=lambda k: -pieces[k].length)
         queued = self.model.batcher.submit([pieces[k] for k in order], scores=scores, deadline=deadline,
                                            low_priority=low_priority)
@@ -282,6 +282,7 @@ async def run_jobs(jobs: Sequence[Job], *, settings: Settings, metrics: Metrics,
     for job in jobs:
         await job.prepare(settings, metrics)
     futures: list[asyncio.Future] = []
+    waiter: asyncio.Future | None = None
     try:
         for job in jobs:
             job.submit(scores, deadline, low_priority)
@@ -290,7 +291,8 @@ async def run_jobs(jobs: Sequence[Job], *, settings: Settings, metrics: Metrics,
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 raise DeadlineExceeded("the request's deadline passed before it was queued")
-            await asyncio.wait_for(asyncio.gather(*futures), remaining)
+            waiter = asyncio.gather(*futures)
+            await asyncio.wait_for(waiter, remaining)
     except (TimeoutError, DeadlineExceeded):
         raise ServiceError(504, "deadline_exceeded", f"the request did not finish within "
                            f"{settings.request_timeout_s:g} s; try fewer or shorter texts") from None
@@ -306,6 +308,8 @@ async def run_jobs(jobs: Sequence[Job], *, settings: Settings, metrics: Metrics,
                 future.cancel()
             elif not future.cancelled():
                 future.exception()  # mark as retrieved: a sibling's failure already answered
+        if waiter is not None and waiter.done() and not waiter.cancelled():
+            waiter.exception()  # the gather of a cancelled request holds a CancelledError: retrieved, not logged
     if sum(len(t) for job in jobs for t in job.texts) > _OFFLOAD_CHARS:
         return await asyncio.to_thread(lambda: [job.spans() for job in jobs])
     return [job.spans() for job in jobs]

@@ -370,3 +370,45 @@ def test_text_pieces_are_encoded_per_batch_and_misaligned_forced_spans_dropped()
     assert fake.forced_seen == [[[Span(2, 4, "")], []]]
     assert [spans(r)[0].end for r in results] == [5, 3]
     assert Piece(None, None, (), "ab12 工作").length == 7  # characters before encoding
+
+
+def test_requests_take_turns_so_a_small_one_is_not_stuck_behind_a_big_one():
+    async def main():
+        fake = FakePipeline()
+        fake.gate = threading.Event()
+        b = await started(fake, max_batch_size=4, max_wait_ms=0)
+        first = b.submit([piece(1, 2)])  # runs (held at the gate) while the others queue
+        await asyncio.sleep(0.05)
+        big = b.submit([piece(2, 3) for _ in range(40)])
+        small = b.submit([piece(3, 5), piece(3, 5)])
+        fake.gate.set()
+        await asyncio.gather(*first, *big, *small)
+        await b.stop()
+        return fake
+
+    fake = run(main())
+    # the second batch holds both of the small request's pieces, interleaved with the big one's
+    assert sorted(fake.batches[1]) == [3, 3, 5, 5]
+    assert sum(len(x) for x in fake.batches) == 43
+
+
+def test_low_priority_pieces_fill_only_a_capped_part_of_each_batch():
+    async def main():
+        fake = FakePipeline()
+        fake.gate = threading.Event()
+        b = await started(fake, max_batch_size=64, max_batch_units=4096, max_wait_ms=0, low_priority_units=40)
+        huge = b.submit([piece(2, 10) for _ in range(30)], low_priority=True)
+        await asyncio.sleep(0.05)  # the first low-priority batch is running (at the gate)
+        light = b.submit([piece(3, 4)])
+        assert b.queue_depth == 26 + 1  # 4 pieces of 10 went (the lane may fill 40 padded units), the light one waits
+        fake.gate.set()
+        await asyncio.gather(*light)
+        light_batch = len(fake.batches)
+        await asyncio.gather(*huge)
+        await b.stop()
+        return fake, light_batch
+
+    fake, light_batch = run(main())
+    assert light_batch == 2 and 4 in fake.batches[1]  # the light piece went into the very next batch
+    assert all(sum(1 for n in batch if n == 10) <= 4 for batch in fake.batches)  # <= 40 units of the lane
+    assert sum(len(x) for x in fake.batches) == 31
