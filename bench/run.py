@@ -19,11 +19,11 @@ import traceback
 from pathlib import Path
 from typing import Sequence
 
-from bench import inprocess, load, service, training
+from bench import fairness, inprocess, load, service, training
 from bench.common import DEFAULT_CORPORA, DEFAULT_MODELS, REPO_ROOT, Context, Table
 from bench.machine import header_rows
 
-BENCHMARKS = {"inprocess": inprocess, "service": service, "load": load, "training": training}
+BENCHMARKS = {"inprocess": inprocess, "service": service, "load": load, "fairness": fairness, "training": training}
 RECORDED = Path(__file__).resolve().parent / "RECORDED.md"
 
 
