@@ -52,23 +52,30 @@ LEXICON_FILE = "lexicon.json"  # in a checkpoint directory, when the model reads
 
 
 class CodecConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True)
 
     units: Literal["latin_runs", "chars"] = "latin_runs"
+    """latin_runs: a run of Latin letters and digits is one unit; chars: every character is one"""
     lowercase: bool = True
-    t2s: bool = False  # traditional -> simplified before lookup
-    # A traditional character the vocabulary lacks looks up as its simplified form when the vocabulary has that
-    # (what t2s does for every character, here only where the alternative is an unknown unit): a model trained on
-    # simplified text reads traditional text, and simplified text gets exactly the units it got before.
+    """look up units in lower case"""
+    t2s: bool = False
+    """traditional -> simplified Chinese before lookup"""
     t2s_unseen: bool = True
-    zero_digits: bool = False  # every decimal digit looks up as 0 ("1998" -> "0000"): numbers share statistics
+    """a traditional character the vocabulary lacks looks up as its simplified form (simplified text gets the same
+    units as without it)"""
+    zero_digits: bool = False
+    """every decimal digit looks up as 0 ("1998" -> "0000"): numbers share statistics"""
     bigrams: bool = True
+    """character bigram features"""
     unit_min_freq: int = 1
+    """units seen fewer times in training are unknown"""
     bigram_min_freq: int = 2
+    """bigrams seen fewer times in training are unknown"""
     max_bigrams: int = 50_000
-    # With a lexicon (``seqtag train --lexicon``): group its words by type (person, place, organisation, other,
-    # from the lexicon's tags) or treat them all alike.
+    """most bigrams kept (the most frequent)"""
     lexicon_typed: bool = True
+    """with --lexicon: group its words by type (person, place, organisation, other; from the lexicon's tags) or
+    treat them all alike"""
 
 
 def is_space(ch: str) -> bool:

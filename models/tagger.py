@@ -19,20 +19,32 @@ from models.crf import CRF
 
 
 class TaggerConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True)
 
     unit_dim: int = Field(128, ge=1)
-    bigram_dim: int = Field(64, ge=0)  # 0 = no bigram features
-    lexicon_dim: int = Field(32, ge=0)  # lexicon features -> this many inputs per unit (used when the codec has a lexicon)
+    """unit (character) embedding size"""
+    bigram_dim: int = Field(64, ge=0)
+    """bigram embedding size (0 = no bigram features)"""
+    lexicon_dim: int = Field(32, ge=0)
+    """inputs per unit made from the lexicon features (used with --lexicon; 0 = ignore the lexicon)"""
     encoder: Literal["lstm", "gru", "cnn"] = "lstm"
-    hidden: int = Field(256, ge=1)  # per direction (recurrent); channels (cnn)
+    """encoder over the units"""
+    hidden: int = Field(256, ge=1)
+    """hidden size per direction (lstm, gru) or channels (cnn)"""
     layers: int = Field(1, ge=1)
-    bidirectional: bool = True  # recurrent encoders only
-    kernel: int = Field(3, ge=1)  # cnn only: units per window (odd); layer l looks 2**l units apart
+    """encoder layers"""
+    bidirectional: bool = True
+    """read both directions (lstm, gru)"""
+    kernel: int = Field(3, ge=1)
+    """cnn only: units per window (odd); block l looks 2**l units apart"""
     embed_dropout: float = Field(0.3, ge=0, lt=1)
-    dropout: float = Field(0.3, ge=0, lt=1)  # between layers and before the projection
+    """dropout on the embeddings"""
+    dropout: float = Field(0.3, ge=0, lt=1)
+    """dropout between layers and before the output layer"""
     decoder: Literal["crf", "softmax"] = "crf"
-    embed_init: Literal["scaled", "small"] = "small"  # initial embedding range: ±sqrt(3/dim) or ±0.1
+    """output layer"""
+    embed_init: Literal["scaled", "small"] = "small"
+    """initial embedding range: ±sqrt(3/dim) (scaled) or ±0.1 (small)"""
 
     @model_validator(mode="after")
     def _odd_kernel(self) -> "TaggerConfig":

@@ -36,6 +36,11 @@ TASK_DEFAULTS: dict[str, dict[str, Any]] = {
 _TOP_LEVEL = ("train", "dev", "format", "out", "tag_column", "scheme", "init_from", "export", "max_misaligned")
 
 
+LOW_DEV_F1 = 50  # below this best dev F1 the trainer's last lines warn (a model not worth exporting yet)
+_METAVARS = {"train": "FILE", "dev": "FILE", "out": "DIR", "init_from": "CHECKPOINT", "export": "DIR",
+             "device": "DEVICE"}
+
+
 class UsageError(Exception):
     pass
 
@@ -44,25 +49,38 @@ def _flag(name: str) -> str:
     return "--" + name.replace("_", "-")
 
 
+def _default_text(field: Any, section: str | None, name: str) -> str:
+    """What a flag's help says its default is: the field's, and each task's where that differs."""
+    if field.is_required():
+        return "required"
+    base = field.get_default(call_default_factory=True)
+    if base is None or base == [] or base == {}:
+        return ""
+    text = f"default: {'yes' if base is True else 'no' if base is False else base}"
+    by_task = {task: (layer.get(section, {}) if section else layer).get(name) for task, layer in TASK_DEFAULTS.items()}
+    differ = [f"{task}: {value}" for task, value in by_task.items() if value is not None and value != base]
+    return text + ("; " + ", ".join(differ) if differ else "")
+
+
 def _add_model_flags(parser: argparse.ArgumentParser, model: type[BaseModel], dest_prefix: str, only=None) -> None:
+    section = None if dest_prefix == "top." else dest_prefix.rstrip(".")
     for name, field in model.model_fields.items():
         if only is not None and name not in only:
             continue
         annotation = field.annotation
         origin = typing.get_origin(annotation)
-        default_text = field.default if field.default is not None else "auto"
-        help_text = f"(default: {default_text})"
+        default = _default_text(field, section, name)
+        help_text = " ".join((field.description or "").split()) + (f" ({default})" if default else "")
         dest = dest_prefix + name
+        options: dict[str, Any] = {"dest": dest, "default": None, "help": help_text}
         if annotation is bool:
-            parser.add_argument(_flag(name), dest=dest, action=argparse.BooleanOptionalAction, default=None,
-                                help=help_text)
+            parser.add_argument(_flag(name), action=argparse.BooleanOptionalAction, **options)
         elif origin is typing.Literal:
-            parser.add_argument(_flag(name), dest=dest, choices=list(typing.get_args(annotation)), default=None,
-                                help=help_text)
+            parser.add_argument(_flag(name), choices=list(typing.get_args(annotation)), **options)
         elif annotation in (int, float):
-            parser.add_argument(_flag(name), dest=dest, type=annotation, default=None, help=help_text)
+            parser.add_argument(_flag(name), type=annotation, metavar=name.upper(), **options)
         else:
-            parser.add_argument(_flag(name), dest=dest, default=None, help=help_text)
+            parser.add_argument(_flag(name), metavar=_METAVARS.get(name, "VALUE"), **options)
 
 
 def _train_parser(sub) -> None:
@@ -201,15 +219,35 @@ def cmd_train(args: argparse.Namespace) -> int:
     print(f"train: {len(d.ids)} sentences ({d.spans} spans, {d.misaligned} off unit boundaries, "
           f"{d.dropped} sentences left out); dev: {len(trainer.dev_examples)}; tags: {len(trainer.meta.tags)}; "
           f"device: {trainer.device}", file=sys.stderr)
+    if d.misaligned:
+        print(f"note: {d.misaligned} gold span(s) end inside a unit (e.g. inside a Latin run); their "
+              f"{d.dropped} sentence(s) are left out (--units chars keeps them)", file=sys.stderr)
+    total = trainer.total_steps()
+    if trainer.warmup_steps(total) < config.optim.warmup_steps:
+        print(f"note: warm-up shortened to {trainer.warmup_steps(total)} steps, a tenth of the run's {total}",
+              file=sys.stderr)
+    has_dev = bool(trainer.dev_examples)
+    if not has_dev:
+        print("note: no --dev file: nothing to select epochs on, best/ keeps the last epoch", file=sys.stderr)
     for record in trainer.train():
         dev = record["dev"]
-        print(f"epoch {record['epoch']:3d}  loss {record['loss']:.4f}  dev f1 {dev['f1']:6.2f}"
-              f"{'  *best*' if record['is_best'] else ''}  ({record['train_seconds']:.0f}s, "
+        scored = f"dev f1 {dev['f1']:6.2f}{'  *best*' if record['is_best'] else ''}" if has_dev else "saved"
+        print(f"epoch {record['epoch']:3d}  loss {record['loss']:.4f}  {scored}  ({record['train_seconds']:.0f}s, "
               f"{record['train_units_per_s']} units/s)", file=sys.stderr, flush=True)
         trainer.write_plot()
-    print(f"best dev f1 {trainer.state['best_f1']:.2f}; model in {Path(config.out) / 'best'}", file=sys.stderr)
+    best = Path(config.out) / "best"
+    if has_dev:
+        print(f"best dev f1 {trainer.state['best_f1']:.2f} (epoch {trainer.meta.extra.get('epoch')}); "
+              f"model in {best}", file=sys.stderr)
+    else:
+        print(f"model (last epoch, not scored) in {best}", file=sys.stderr)
+    if has_dev and trainer.state["best_f1"] < LOW_DEV_F1:
+        print(f"warning: best dev f1 {trainer.state['best_f1']:.2f} is below {LOW_DEV_F1}: the model has likely not "
+              "learned yet (train longer, or check the data and labels)", file=sys.stderr)
     if config.export:
-        print(f"exported to {trainer.export()}", file=sys.stderr)
+        best = trainer.export()
+        print(f"exported to {best}", file=sys.stderr)
+    print(f"serve it: seqtag serve --models {best}   tag a file: seqtag predict {best} FILE", file=sys.stderr)
     return _leave(trainer)
 
 
@@ -278,12 +316,24 @@ def read_gold(pipeline, data: str | Path, fmt: str | None = None, tag_column: st
 def score_predictions(pipeline, gold: list, predicted: list, oov: bool = True) -> dict[str, Any]:
     """Metrics of ``predicted`` spans (one list per gold example) for ``pipeline``'s task; ``oov``: also OOV
     recall (seg/pos) or seen/unseen entity recall (ner), from the training words stored in the checkpoint."""
-    from models.spans import Example
+    from models.spans import Example, Span
     from training.metrics import scores_for_task
 
-    pred = [Example(e.text, spans) for e, spans in zip(gold, predicted)]
     vocab = _train_vocab(pipeline) if oov else None
-    return scores_for_task(pipeline.task, gold, pred, vocab)
+    gold_labels = {s.label for e in gold for s in e.spans} - {""}
+    if pipeline.task == "pos" and not gold_labels:  # words only (--tag-column none): segmentation scores
+        pred = [Example(e.text, [Span(s.start, s.end) for s in spans]) for e, spans in zip(gold, predicted)]
+        return scores_for_task("seg", gold, pred, vocab)
+    pred = [Example(e.text, spans) for e, spans in zip(gold, predicted)]
+    scores = scores_for_task(pipeline.task, gold, pred, vocab)
+    model_labels = set(pipeline.meta.labels)
+    if pipeline.task != "seg" and gold_labels and not gold_labels & model_labels:
+        scores["warnings"] = [
+            f"none of the file's labels ({', '.join(sorted(gold_labels)[:6])}...) are this model's "
+            f"({', '.join(sorted(model_labels)[:6])}...): labelled scores are 0 by construction"
+            + ("; --tag-column none scores the words alone" if pipeline.task == "pos" else
+               "; --label-map renames the file's labels")]
+    return scores
 
 
 def score_pipeline(pipeline, data: str, fmt: str | None = None, tag_column: str | None = None,
@@ -307,6 +357,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     scores = score_pipeline(pipeline, args.data, args.format, args.tag_column, label_map,
                             workers=_batch_workers(pipeline, args.workers), dictionary=_dictionary(pipeline, args),
                             window=_window(args))
+    for warning in scores.get("warnings", []):
+        print(f"seqtag: warning: {warning}", file=sys.stderr)
     if args.json:
         print(json.dumps(scores, ensure_ascii=False))
     else:

@@ -20,58 +20,95 @@ from models.tagger import TaggerConfig
 
 
 class OptimConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True)
 
     optimizer: Literal["adamw", "sgd"] = "adamw"
-    momentum: float = Field(0.9, ge=0, lt=1)  # sgd only
+    """optimiser"""
+    momentum: float = Field(0.9, ge=0, lt=1)
+    """momentum (sgd only)"""
     epochs: int = Field(30, ge=1)
-    batch_size: int = Field(32, ge=1)  # sentences per step
-    max_batch_units: int = Field(8192, ge=16)  # padded units per step (long sentences make smaller batches)
+    """passes over the training data"""
+    batch_size: int = Field(32, ge=1)
+    """sentences per step"""
+    max_batch_units: int = Field(8192, ge=16)
+    """padded units per step (long sentences make smaller batches)"""
     lr: float = Field(2e-3, gt=0)
+    """peak learning rate"""
     weight_decay: float = Field(0.0, ge=0)
+    """decoupled weight decay"""
     clip: float = Field(5.0, gt=0)
+    """gradient norm clipping"""
     warmup_steps: int = Field(200, ge=0)
+    """steps of linear learning-rate warm-up; at most a tenth of all steps are used (a small corpus warms up
+    for less)"""
     schedule: Literal["linear", "cosine", "constant"] = "cosine"
+    """learning-rate decay after warm-up"""
     min_lr_ratio: float = Field(0.05, ge=0, le=1)
-    patience: int = Field(6, ge=1)  # epochs without dev improvement before stopping
-    unit_dropout: float = Field(0.0, ge=0, lt=1)  # replace units and bigrams by UNK in training so UNK is learned
-    ema: float = Field(0.0, ge=0, lt=1)  # exponential moving average of weights for eval/saving, 0 = off
-    # adversarial training (FGM, Miyato et al. 2017): also learn from the loss with the embedding
-    # tables moved this far (L2 norm) along their gradient; doubles step time, 0 = off
+    """final learning rate as a share of lr"""
+    patience: int = Field(6, ge=1)
+    """epochs without dev improvement before stopping"""
+    unit_dropout: float = Field(0.0, ge=0, lt=1)
+    """share of units, bigrams and lexicon features replaced by unknown in training, so that unknowns are learned"""
+    ema: float = Field(0.0, ge=0, lt=1)
+    """exponential moving average of the weights for evaluation and saving (0 = off)"""
     adversarial: float = Field(0.0, ge=0)
+    """adversarial training (FGM): also learn from the loss with the embedding tables moved this far along their
+    gradient; doubles step time (0 = off)"""
 
 
 class RunConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True)
 
-    device: str = "auto"  # auto | cpu | cuda | cuda:N
-    amp: bool = True  # mixed precision on CUDA
-    threads: int = Field(0, ge=0)  # CPU threads, 0 = all cores
+    device: str = "auto"
+    """auto (CUDA when there is one), cpu, cuda or cuda:N"""
+    amp: bool = True
+    """mixed precision on CUDA"""
+    threads: int = Field(0, ge=0)
+    """CPU threads (0 = all cores)"""
     seed: int = 13
-    save_every: int = Field(500, ge=0)  # steps between resume snapshots, 0 = only at epoch end
+    """random seed"""
+    save_every: int = Field(500, ge=0)
+    """steps between resume snapshots (0 = only at the end of an epoch)"""
     eval_batch: int = Field(256, ge=1)
-    half_weights: bool = False  # store the best model in float16
-    int8_embeddings: bool = False  # store the best model's embedding tables as int8 rows (one scale each)
+    """sentences per batch when scoring dev"""
+    half_weights: bool = False
+    """store the best model in float16"""
+    int8_embeddings: bool = False
+    """store the best model's embedding tables as int8 rows (one scale each)"""
     progress: bool = True
-    max_minutes: float = Field(0, ge=0)  # stop after the epoch that passes this wall-clock budget, 0 = none
+    """show a progress bar"""
+    max_minutes: float = Field(0, ge=0)
+    """stop after the epoch that passes this wall-clock budget (0 = none)"""
 
 
 class TrainConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True)
 
     task: Literal["seg", "pos", "ner"]
+    """what to learn"""
     train: str
+    """training file"""
     dev: str | None = None
+    """development file: scored after every epoch, the best epoch is kept (without it, the last epoch is kept)"""
     format: Literal["seg", "conllu", "column", "wordpos", "jsonl"] = "seg"
+    """format of the training and dev files"""
     out: str
+    """run directory: best/ and last/ checkpoints, log.jsonl"""
     tag_column: Literal["upos", "xpos", "none"] = "upos"
+    """which CoNLL-U tag to learn (none: words only)"""
     label_map: dict[str, str] = Field(default_factory=dict)
-    scheme: TagScheme | None = None  # default: bmes for seg/pos, bioes for ner
+    """rename labels"""
+    scheme: TagScheme | None = None
+    """tag scheme (default: bmes for seg and pos, bioes for ner)"""
     init_from: str | None = None
-    export: str | None = None  # after training, copy best/ here atomically (e.g. the service's models dir)
-    max_misaligned: float = Field(0.001, ge=0, le=1)  # share of gold spans allowed off unit boundaries
-    # lexicon files read at training time and stored in the checkpoint as model input ("jieba": jieba's dict.txt)
+    """start from this checkpoint (fine-tuning; new labels and characters are added)"""
+    export: str | None = None
+    """after training, copy best/ here atomically (e.g. into the service's models directory)"""
+    max_misaligned: float = Field(0.01, ge=0, le=1)
+    """share of gold spans allowed off unit boundaries (e.g. an entity ending inside a Latin run); their
+    sentences are left out and counted, past it training stops and suggests --units chars"""
     lexicon: list[str] = Field(default_factory=list)
+    """lexicons read at training time and stored in the checkpoint as model input"""
 
     codec: CodecConfig = Field(default_factory=CodecConfig)
     model: TaggerConfig = Field(default_factory=TaggerConfig)

@@ -280,13 +280,19 @@ class Trainer:
         per_epoch = len(self._epoch_batches(0))
         return per_epoch * self.config.optim.epochs
 
+    def warmup_steps(self, total: int) -> int:
+        """Warm-up steps: the configured number, but at most a tenth of the run (a 7-step-per-epoch corpus
+        would otherwise spend three epochs warming up)."""
+        return min(self.config.optim.warmup_steps, total // 10)
+
     def lr_at(self, step: int, total: int) -> float:
         o = self.config.optim
-        if step < o.warmup_steps:
-            return o.lr * (step + 1) / o.warmup_steps
+        warmup = self.warmup_steps(total)
+        if step < warmup:
+            return o.lr * (step + 1) / warmup
         if o.schedule == "constant":
             return o.lr
-        progress = min(1.0, (step - o.warmup_steps) / max(1, total - o.warmup_steps))
+        progress = min(1.0, (step - warmup) / max(1, total - warmup))
         factor = 1 - progress if o.schedule == "linear" else 0.5 * (1 + math.cos(math.pi * progress))
         return o.lr * (o.min_lr_ratio + (1 - o.min_lr_ratio) * factor)
 

@@ -86,8 +86,8 @@ def cli_error(capsys, *argv: str) -> str:
 
 def test_train_writes_run_directory(seg_run):
     for name in ("best", "last"):
-        assert sorted(p.name for p in (seg_run / name).iterdir()) >= [
-            "codec.json", "config.json", "model.safetensors", "tokenizer.json"]
+        assert {p.name for p in (seg_run / name).iterdir()} >= {
+            "codec.json", "config.json", "model.safetensors", "tokenizer.json", "seen.json"}
     assert (seg_run / "last" / "trainer_state.json").exists()
     assert (seg_run / "last" / "trainer_state.safetensors").exists()
     assert not list(seg_run.glob(".*")), "temporary directories left behind"
@@ -228,12 +228,12 @@ def test_evaluate_text(seg_run, capsys):
 
 
 def test_evaluate_pos_model_on_words_only(pos_run, capsys):
-    """--tag-column none reads the gold without tags: joint scores drop to 0, word scores stay."""
+    """--tag-column none reads the gold without tags: the words are scored alone (no tag metrics of 0)."""
     args = ["evaluate", str(pos_run / "best"), str(dev_file(pos_run)), "--json", "--device", "cpu"]
     full = json.loads(run_cli(capsys, *args)[1])
     words_only = json.loads(run_cli(capsys, *args, "--tag-column", "none")[1])
-    assert words_only["f1"] == 0 and words_only["pos_accuracy"] == 0
-    assert words_only["word_f1"] == full["word_f1"] > 0
+    assert "pos_accuracy" not in words_only
+    assert words_only["f1"] == words_only["word_f1"] == full["word_f1"] > 0
 
 
 # ---- predict -------------------------------------------------------------------
@@ -706,11 +706,12 @@ def test_predict_and_evaluate_with_a_user_dictionary(tmp_path, capsys):
     model = str(SHIPPED / "zh-seg")
     status, plain, _ = run_cli(capsys, "predict", model, str(data), "--device", "cpu")
     assert status == 0 and plain.splitlines()[0].startswith("华星 公司 ")
-    line = cli_error(capsys, "predict", model, str(data), "--dictionary", str(jieba))
-    assert "'nt', 'nz' are not labels of this seg model" in line and "--dictionary-words-only" in line
+    # a segmenter takes a labelled entry's word (jieba's tags are not its labels, and it has none)
+    status, labelled, _ = run_cli(capsys, "predict", model, str(data), "--dictionary", str(jieba), "--device", "cpu")
+    assert status == 0 and labelled.splitlines() == ["华星公司 在 南京 发布 了 新 手机", "阿里云 很 好"]
     status, out, _ = run_cli(capsys, "predict", model, str(data), "--dictionary", str(jieba),
                              "--dictionary-words-only", "--device", "cpu")
-    assert status == 0 and out.splitlines() == ["华星公司 在 南京 发布 了 新 手机", "阿里云 很 好"]
+    assert status == 0 and out == labelled
 
     stored = tmp_path / "brands.json"
     stored.write_text(json.dumps({"entries": [{"text": "华星公司", "label": "LOC"}]}), encoding="utf-8")

@@ -163,8 +163,9 @@ def test_labelled_entries_force_the_entity_type(ner):
 
 
 def test_labels_the_model_lacks_are_refused(seg, ner):
-    with pytest.raises(DictionaryError, match=r"'n' are not labels of this seg model \(labels: none"):
-        seg.predict(["x"], dictionary=[("云", "n")])
+    # a segmenter has no labels: it takes a labelled entry's word (jieba's "word FREQ TAG" lines)
+    assert seg.predict(["云"], dictionary=[("云", "n")]) == seg.predict(["云"], dictionary=["云"])
+    assert seg.predict(["白云山"], dictionary=Dictionary([("白云山", "ns")]))[0] == [Span(0, 3)]
     with pytest.raises(DictionaryError, match="labels: LOC, ORG, PER"):
         ner.dictionary([("云", "n")])
     with pytest.raises(DictionaryError):  # a Dictionary built elsewhere is checked too
