@@ -15,7 +15,8 @@ import torch
 
 from bench.common import (REPO_ROOT, SMOKE_SENTENCES, Context, ModelInfo, Table, TextSource, median, ratio,
                           read_seg_lines, skipped, timed)
-from models.pipeline import Pipeline, plan_batches, usable_cores
+from models.pipeline import Pipeline, plan_batches
+from models.runtime import usable_cores
 from models.tagger import Tagger
 
 BATCH_SIZES = (1, 8, 64, 256)

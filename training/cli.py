@@ -268,7 +268,7 @@ def _batch_workers(pipeline, requested: int | None) -> int:
     shared out among them as torch threads."""
     import torch
 
-    from models.pipeline import usable_cores
+    from models.runtime import usable_cores
 
     if requested is not None and requested < 1:
         raise UsageError(f"--workers must be at least 1, not {requested}")

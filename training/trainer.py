@@ -29,7 +29,8 @@ from safetensors.torch import load_file, save_file
 
 from models.checkpoint import ModelMeta, build_tagger, load_checkpoint, save_checkpoint
 from models.codec import UNK_ID, Codec, Encoded
-from models.pipeline import Pipeline, pick_device
+from models.pipeline import Pipeline
+from models.runtime import pick_device
 from models.schemes import TagScheme, allowed_transitions, spans_to_tags, tag_vocabulary
 from models.spans import Example, Span
 from training.config import TrainConfig

@@ -1,0 +1,128 @@
+"""The one inference engine that the CLI, Python and the service all use: texts -> pieces -> spans.
+
+1. :func:`prepare`: cut each text into pieces (sentences, then windows of at most ``window`` characters) and
+   find a dictionary's words in each piece (forced spans, on the piece's offsets);
+2. :func:`run`: tag a batch of pieces with a :class:`~models.pipeline.Pipeline` (encode the pieces that are
+   still text, in one codec call, then one forward pass): one single-row :class:`SpanTable` per piece;
+3. :func:`assemble`: put the pieces' spans back onto their texts.
+
+``Pipeline.predict`` runs the three in a loop over planned batches; the service's handlers call
+:func:`prepare` and :func:`assemble`, its batcher's worker :func:`run` on batches it fills from many requests.
+"""
+
+from __future__ import annotations
+
+import bisect
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING, Sequence
+
+import numpy as np
+
+from models.dictionary import Dictionary
+from models.lexicon import Lexicon
+from models.spans import Span, SpanTable
+from models.textsplit import split_text
+
+if TYPE_CHECKING:
+    from models.pipeline import Pipeline
+
+
+@dataclass(frozen=True, eq=False)
+class Piece:
+    """One sentence or window of a text: its characters, which text it is from and where it starts there,
+    the spans forced on it (piece offsets), and once encoded its units (``ids``, ``offsets`` and lexicon
+    feature bits). ``soft``: a request's soft dictionary, applied when the piece is encoded."""
+
+    text: str
+    owner: int = 0
+    start: int = 0
+    forced: tuple[Span, ...] = ()
+    ids: np.ndarray | None = None
+    offsets: np.ndarray | None = None
+    lexicon: np.ndarray | None = None
+    soft: Lexicon | None = None
+
+    @property
+    def length(self) -> int:
+        """Units; before encoding, characters (never fewer than units): for batch budgets and sorting."""
+        return len(self.ids) if self.ids is not None else len(self.text)
+
+
+def prepare(texts: Sequence[str], window: int | None, dictionary: Dictionary | None = None,
+            forced: Sequence[Sequence[Span]] | None = None, soft: Lexicon | None = None) -> list[Piece]:
+    """The pieces of ``texts`` in order: with a ``window``, each text cut at sentence ends and into windows of
+    at most ``window`` characters (:func:`~models.textsplit.split_text`; whitespace-only stretches make no
+    piece); without one, each text whole. ``dictionary``: its words found in each piece become the piece's
+    forced spans; ``forced``: spans per text given by the caller, moved onto the pieces (one a cut goes
+    through is a ``ValueError``)."""
+    pieces: list[Piece] = []
+    for i, text in enumerate(texts):
+        cuts = split_text(text, window) if window is not None else [(0, len(text))]
+        given = _forced_in_pieces(forced[i], cuts) if forced is not None else None
+        for k, (start, end) in enumerate(cuts):
+            piece_text = text[start:end]
+            spans = given[k] if given is not None else dictionary.find(piece_text) if dictionary is not None else ()
+            pieces.append(Piece(piece_text, i, start, tuple(spans), soft=soft))
+    return pieces
+
+
+def encode(pipeline: "Pipeline", pieces: Sequence[Piece]) -> list[Piece]:
+    """The pieces with their units: those still text encoded together (one codec call per soft dictionary),
+    their forced spans kept where they fall on unit boundaries (a dictionary word may match half a Latin run)."""
+    todo = [k for k, piece in enumerate(pieces) if piece.ids is None]
+    if not todo:
+        return list(pieces)
+    codec = pipeline.codec
+    out = list(pieces)
+    groups: dict[int, list[int]] = {}
+    for k in todo:
+        groups.setdefault(id(pieces[k].soft), []).append(k)
+    for members in groups.values():
+        encoded = codec.encode([pieces[k].text for k in members], pieces[members[0]].soft)
+        lexicon = encoded.lexicon
+        for j, k in enumerate(members):
+            offsets = encoded.offsets[j]
+            out[k] = replace(pieces[k], ids=encoded.ids[j], offsets=offsets,
+                             lexicon=lexicon[j] if lexicon is not None else None,
+                             forced=codec.on_boundaries(offsets, pieces[k].forced))
+    return out
+
+
+def run(pipeline: "Pipeline", pieces: Sequence[Piece], scores: bool = False) -> SpanTable:
+    """Tag ``pieces`` as one batch (longest first inside it): a table with one row per piece, in order."""
+    from models.codec import Encoded
+
+    pieces = encode(pipeline, pieces)
+    with_lexicon = pipeline.codec.lexicon is not None
+    encoded = Encoded([p.offsets for p in pieces], [p.ids for p in pieces],
+                      [p.lexicon for p in pieces] if with_lexicon else None)
+    order = sorted(range(len(pieces)), key=lambda i: -len(pieces[i].ids))
+    forced = [list(pieces[i].forced) for i in order] if any(p.forced for p in pieces) else None
+    table = pipeline.tag_encoded(encoded, order, scores, forced)
+    where = np.empty(len(order), dtype=np.int64)
+    where[np.asarray(order, dtype=np.int64)] = np.arange(len(order))  # piece i is row where[i]
+    return table.take(where)
+
+
+def assemble(pieces: Sequence[Piece], table: SpanTable, texts: int) -> SpanTable:
+    """One row per text from ``table``'s one row per piece (pieces in text order, as :func:`prepare` makes
+    them): each piece's spans shifted by where it starts in its text."""
+    starts = np.fromiter((p.start for p in pieces), np.int64, len(pieces))
+    owners = np.fromiter((p.owner for p in pieces), np.int64, len(pieces))
+    shift = np.repeat(starts, table.counts)
+    counts = np.bincount(owners, weights=table.counts, minlength=texts).astype(np.int64)
+    return SpanTable(counts, table.starts + shift, table.ends + shift, table.labels, table.label_names,
+                     table.scores)
+
+
+def _forced_in_pieces(spans: Sequence[Span], cuts: Sequence[tuple[int, int]]) -> list[list[Span]]:
+    """Forced spans of a text moved onto its pieces ``cuts``; one that a cut goes through is a ``ValueError``."""
+    out: list[list[Span]] = [[] for _ in cuts]
+    bounds = [a for a, _ in cuts]
+    for span in spans:
+        k = bisect.bisect_right(bounds, span.start) - 1
+        if k < 0 or span.end > cuts[k][1]:
+            raise ValueError(f"forced span {span.start}..{span.end} crosses a sentence end or window cut; "
+                             "tag without a window")
+        out[k].append(Span(span.start - bounds[k], span.end - bounds[k], span.label, span.score))
+    return out
