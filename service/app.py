@@ -15,7 +15,7 @@ from fastapi.middleware.cors import CORSMiddleware
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from models.pipeline import pick_device, usable_cores
+from models.runtime import pick_device, usable_cores
 from service.admission import Admission
 from service.dictionaries import DictionaryStore
 from service.errors import error_response, install_error_handlers

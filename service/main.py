@@ -32,7 +32,7 @@ def run(models: str | None = None, host: str | None = None, port: int | None = N
 
     import uvicorn
 
-    from models.pipeline import pick_device
+    from models.runtime import pick_device
 
     overrides = {"models_dir": models, "host": host, "port": port, "device": device, "workers": workers, "int8": int8}
     try:
