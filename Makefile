@@ -1,6 +1,7 @@
 # seqtag: two commands for a new machine.
 #   make serve   set up .venv and start the HTTP service with the shipped models
-#   make test    set up .venv and run the test suite (what CI runs)
+#   make test    set up .venv and run the whole test suite (what CI runs)
+#   make quick   the unit tests only (about a minute): for the edit-test loop
 #
 # torch: with no NVIDIA GPU, TORCH_SPEC (default torch==2.13.0) is installed first;
 # on machines whose pip does not find a CPU build locally, add
@@ -11,11 +12,10 @@ PYTHON ?= python3
 VENV ?= .venv
 TORCH_SPEC ?= torch==2.13.0
 TORCH_INDEX ?=
-# CI (CI=true) has time for the slow tests too; locally they are left out
-PYTEST_ARGS ?= $(if $(CI),,-m "not slow")
+PYTEST_ARGS ?=
 BIN := $(VENV)/bin
 
-.PHONY: setup serve test test-all bench clean
+.PHONY: setup serve test quick bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -40,8 +40,8 @@ serve: setup
 test: setup
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
-test-all: setup
-	$(BIN)/python -m pytest
+quick: setup
+	$(BIN)/python -m pytest -q tests/unit -m "not slow"
 
 bench: setup
 	$(BIN)/pip install -q -e ".[bench]"
