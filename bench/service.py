@@ -123,7 +123,8 @@ def bulk_table(ctx: Context, model: str, pool: list[str]) -> Table:
         f"sentences from {ctx.dev_texts().origin}; batching on, SEQTAG_DEVICE={ctx.device.type}; {settings}",
         "one `seqtag serve` process at a time on 127.0.0.1, warmed up by tagging every sentence once in bulk "
         "requests (untimed); same asyncio aiohttp client as above; requests: total answered 200 over all repeats, "
-        "errors: the other answers by HTTP status (503 = queue full: SEQTAG_MAX_QUEUE pieces already waiting); "
+        "errors: the other answers by HTTP status (503 = over the admission budget, SEQTAG_QUEUE_BUDGET_CHARS "
+        "characters in flight, or SEQTAG_MAX_QUEUE pieces already waiting); "
         f"sentences/s, chars/s, p50, p99: medians over {ctx.repeats_text}",
     ]
     if ctx.device.type == "cuda":
