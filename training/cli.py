@@ -456,7 +456,10 @@ def _predict_chunk(pipeline, texts: list[str], fmt: str, sink, batch_size: int, 
 
 def cmd_compact(args: argparse.Namespace) -> int:
     """Prune and/or halve a checkpoint; evaluate the result on dev before shipping it."""
+    import torch
+
     from models.checkpoint import load_checkpoint, save_checkpoint, stored_as, update_config
+    from models.pipeline import Pipeline
 
     tagger, codec, meta = load_checkpoint(args.model, "cpu")
     source = stored_as(meta.extra)
@@ -473,10 +476,10 @@ def cmd_compact(args: argparse.Namespace) -> int:
         if meta.extra.get("inference", {}).get("quantize") != "int8":
             raise UsageError("--int8-weights needs a model marked for int8: add --int8")
         meta.extra["inference"]["int8_weights"] = args.int8_weights
+    if meta.seen is None:  # a checkpoint from before seen.json: its training words, while the file is there
+        meta.seen = _train_vocab(Pipeline(tagger, codec, meta, torch.device("cpu")))
     save_checkpoint(args.out, tagger, codec, meta, half=half, int8_embeddings=int8_rows)
     if args.dev:  # score what was written (16-bit and int8 included), so the card tells the truth
-        from models.pipeline import Pipeline
-
         scores = score_pipeline(Pipeline.load(args.out, "cpu"), args.dev)
         before = meta.extra.get("dev_metrics")
         update_config(args.out, dev_metrics=scores, dev_metrics_before_compaction=before)
