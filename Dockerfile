@@ -17,9 +17,11 @@ FROM python:3.11-slim AS build
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 WORKDIR /src
 COPY pyproject.toml README.md ./
+COPY seqtag ./seqtag
 COPY models ./models
 COPY training ./training
 COPY service ./service
+COPY checkpoints ./checkpoints
 RUN pip wheel --no-deps --wheel-dir /wheels .
 
 # ---- runtime base: what cpu and gpu share (user, directories, settings, port, ---

@@ -304,7 +304,7 @@ def start_server(ctx: Context, name: str, extra: Mapping[str, str], attempt: int
                  models_dir: Path | None = None) -> Server:
     port = free_port()
     log = ctx.workdir / f"server-{name}-{attempt}.log"
-    cmd = [sys.executable, "-m", "training.cli", "serve", "--host", "127.0.0.1", "--port", str(port)]
+    cmd = [sys.executable, "-m", "seqtag.cli", "serve", "--host", "127.0.0.1", "--port", str(port)]
     with open(log, "wb") as out:
         proc = subprocess.Popen(cmd, cwd=REPO_ROOT, env=server_env(ctx, name, extra, models_dir), stdout=out,
                                 stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,

@@ -15,9 +15,9 @@ import torch
 
 from bench.common import (REPO_ROOT, SMOKE_SENTENCES, Context, ModelInfo, Table, TextSource, median, ratio,
                           read_seg_lines, skipped, timed)
-from models.pipeline import Pipeline, plan_batches
-from models.runtime import usable_cores
-from models.tagger import Tagger
+from seqtag.models.pipeline import Pipeline, plan_batches
+from seqtag.models.runtime import usable_cores
+from seqtag.models.tagger import Tagger
 
 BATCH_SIZES = (1, 8, 64, 256)
 CUDA_BATCH_SIZES = (64, 256, 1024, 4096)
@@ -171,7 +171,7 @@ def whole_process(ctx: Context, source: TextSource) -> Table:
     stdout = ctx.workdir / "stdout.out"  # jieba writes its output here; seqtag writes to --output
 
     def seqtag(model: ModelInfo, path: Path) -> list[str]:
-        return [sys.executable, "-m", "training.cli", "predict", str(model.path), str(path),
+        return [sys.executable, "-m", "seqtag.cli", "predict", str(model.path), str(path),
                 "--output", str(ctx.workdir / "predict.out"), "--device", ctx.device.type]
 
     def jieba(path: Path) -> list[str]:
@@ -208,7 +208,7 @@ def whole_process(ctx: Context, source: TextSource) -> Table:
         f"{source.describe()}"
         + (f"; train text: {big_origin} with the spaces removed, {inputs['train text'][1]:,} characters "
            "(start-up matters less); empty file: start-up alone" if big_origin else ""),
-        f"seqtag: `python -m training.cli predict MODEL FILE --output OUT --device {ctx.device.type}` "
+        f"seqtag: `python -m seqtag.cli predict MODEL FILE --output OUT --device {ctx.device.type}` "
         f"(= `seqtag predict`, batch size 256; on a CPU a Bi-LSTM model's batches go one per core at once, a CNN "
         f"model's one at a time on all cores), MODEL = {first.name} unless named in the row",
         "jieba: `python -m jieba -q -d ' ' FILE > OUT` (default mode, HMM on)" if has_jieba
@@ -432,8 +432,8 @@ def batch_mates(ctx: Context, source: TextSource, pipelines: list[tuple[ModelInf
     on the texts batched with it; float32 must not (tests check that)."""
     import random
 
-    from models.spans import Span
-    from training.cli import read_gold, score_predictions
+    from seqtag.models.spans import Span
+    from seqtag.cli import read_gold, score_predictions
 
     table = Table(TITLES[5], ["model", "dev text", "arithmetic", "batching", "dev F1",
                               "texts whose spans differ from alone"])
@@ -488,8 +488,8 @@ def traditional_text(ctx: Context, pipelines: list[tuple[ModelInfo, Pipeline]]) 
     ``t2s_unseen`` fallback (the default), without it, and with ``t2s`` on every character."""
     import dataclasses
 
-    from models.codec import Codec, _t2s_table, build_charmap
-    from training.cli import read_gold, score_predictions
+    from seqtag.models.codec import Codec, _t2s_table, build_charmap
+    from seqtag.cli import read_gold, score_predictions
 
     table = Table(TITLES[6], ["model", "dev text", "as it is", "traditional: t2s_unseen (default)",
                               "traditional: no fallback", "traditional: t2s on every character",
@@ -546,9 +546,9 @@ def long_lines(ctx: Context, pipelines: list[tuple[ModelInfo, Pipeline]]) -> Tab
     """Each model on its dev sentences and on lines of consecutive dev sentences ("documents"), tagged whole and
     in pieces (``window``, as ``seqtag predict`` and the service cut texts); and the time to tag one line of
     the whole dev text."""
-    from models.spans import Example, Span
-    from models.textsplit import DEFAULT_WINDOW
-    from training.cli import read_gold, score_predictions
+    from seqtag.models.spans import Example, Span
+    from seqtag.models.textsplit import DEFAULT_WINDOW
+    from seqtag.cli import read_gold, score_predictions
 
     table = Table(TITLES[7], ["model", "dev text", "sentences: F1 whole", "F1 in pieces",
                               f"{DOCUMENT_SENTENCES} sentences a line: F1 whole", "F1 in pieces",

@@ -67,7 +67,7 @@ def sizes(ctx: Context) -> Sizes:
 
 def server_keep_alive_s() -> float:
     """The servers' keep-alive (SEQTAG_KEEP_ALIVE_S is left at its default here)."""
-    from service.settings import Settings
+    from seqtag.service.settings import Settings
 
     return Settings.model_fields["keep_alive_s"].default
 
@@ -344,7 +344,7 @@ class ReloadResult:
 
 def rewrite_checkpoint(directory: Path, stamp: int) -> None:
     """Re-save the same weights with one more ``config.json`` field, so the content hash changes."""
-    from models.checkpoint import load_checkpoint, save_checkpoint, stored_as
+    from seqtag.models.checkpoint import load_checkpoint, save_checkpoint, stored_as
 
     tagger, codec, meta = load_checkpoint(directory)
     meta.extra["bench_reload"] = stamp

@@ -54,7 +54,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from models.runtime import pick_device
+    from seqtag.models.runtime import pick_device
 
     try:
         device = pick_device(args.device)

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 from bench.common import (Context, MemoryWatch, ModelInfo, Table, http_inputs, median, percentile, ratio,
                           running_servers, skipped)
-from service.app import serving_threads
+from seqtag.service.app import serving_threads
 
 TITLES = ("Service throughput and latency", "Service batching ratios", "Service memory",
           "Service with requests of 32 texts")
@@ -243,7 +243,7 @@ def load_table(ctx: Context, models: list[str], pool: list[str], levels, results
 
 def default(setting: str) -> object:
     """The service's default for one of its settings."""
-    from service.settings import Settings
+    from seqtag.service.settings import Settings
 
     return Settings.model_fields[setting].default
 
@@ -288,7 +288,7 @@ def model_alone(ctx: Context, model: ModelInfo, pool: list[str]) -> tuple[float,
     """Seconds per sentence of the model in this process at batch 1 and at batch ALONE_BATCH (best of 3)."""
     import torch
 
-    from models.pipeline import Pipeline
+    from seqtag.models.pipeline import Pipeline
 
     sentences = pool[:16 if ctx.smoke else ALONE_SENTENCES]
     threads = torch.get_num_threads()

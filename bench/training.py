@@ -22,9 +22,9 @@ def run(ctx: Context) -> list[Table]:
 
 
 def throughput(ctx: Context) -> Table:
-    from training.cli import TASK_DEFAULTS
-    from training.config import build_config, load_config_file
-    from training.trainer import Trainer
+    from seqtag.cli import TASK_DEFAULTS
+    from seqtag.training.config import build_config, load_config_file
+    from seqtag.training.trainer import Trainer
 
     table = Table(TITLES[0], ["recipe", "device", "steps per pass", "sentences per step", "chars/s", "units/s",
                               "s per step", "first pass s per step"])

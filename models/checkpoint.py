@@ -23,9 +23,9 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from models.codec import Codec
-from models.schemes import TagScheme, allowed_transitions
-from models.tagger import Tagger, TaggerConfig
+from seqtag.models.codec import Codec
+from seqtag.models.schemes import TagScheme, allowed_transitions
+from seqtag.models.tagger import Tagger, TaggerConfig
 
 # 1: float32/float16 tensors. 2: adds "int8_rows" (embedding tables stored as int8 with row scales).
 FORMAT_VERSION = 2

@@ -38,8 +38,8 @@ from pydantic import BaseModel, ConfigDict
 from tokenizers import Regex, Tokenizer, pre_tokenizers
 from tokenizers.models import WordLevel
 
-from models.lexicon import Lexicon, LexiconSource
-from models.spans import Span, ragged_take
+from seqtag.models.lexicon import Lexicon, LexiconSource
+from seqtag.models.spans import Span, ragged_take
 
 PAD, UNK, BOUNDARY = "[PAD]", "[UNK]", "[BOS]"
 PAD_ID, UNK_ID, BOUNDARY_ID = 0, 1, 2

@@ -32,7 +32,7 @@ import re
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
-from models.spans import Span
+from seqtag.models.spans import Span
 
 Entry = str | tuple[str, str]
 MAX_ENTRY_CHARS = 64

@@ -18,13 +18,13 @@ from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 
-from models.dictionary import Dictionary
-from models.lexicon import Lexicon
-from models.spans import Span, SpanTable
-from models.textsplit import split_text
+from seqtag.models.dictionary import Dictionary
+from seqtag.models.lexicon import Lexicon
+from seqtag.models.spans import Span, SpanTable
+from seqtag.models.textsplit import split_text
 
 if TYPE_CHECKING:
-    from models.pipeline import Pipeline
+    from seqtag.models.pipeline import Pipeline
 
 
 @dataclass(frozen=True, eq=False)
@@ -54,15 +54,19 @@ def prepare(texts: Sequence[str], window: int | None, dictionary: Dictionary | N
     at most ``window`` characters (:func:`~models.textsplit.split_text`; whitespace-only stretches make no
     piece); without one, each text whole. ``dictionary``: its words found in each piece become the piece's
     forced spans; ``forced``: spans per text given by the caller, moved onto the pieces (one a cut goes
-    through is a ``ValueError``)."""
+    through is a ``ValueError``). With both, the dictionary's words win: a given span that overlaps one is
+    left out (/v1/analyze forces the entities it found into the tokens, but never against the user's words).
+    ``soft``: a soft dictionary the pieces are encoded with."""
     pieces: list[Piece] = []
     for i, text in enumerate(texts):
         cuts = split_text(text, window) if window is not None else [(0, len(text))]
         given = _forced_in_pieces(forced[i], cuts) if forced is not None else None
         for k, (start, end) in enumerate(cuts):
             piece_text = text[start:end]
-            spans = given[k] if given is not None else dictionary.find(piece_text) if dictionary is not None else ()
-            pieces.append(Piece(piece_text, i, start, tuple(spans), soft=soft))
+            spans = dictionary.find(piece_text) if dictionary is not None else []
+            if given is not None:
+                spans = spans + [g for g in given[k] if not _overlaps(g, spans)]
+            pieces.append(Piece(piece_text, i, start, tuple(sorted(spans)), soft=soft))
     return pieces
 
 
@@ -90,15 +94,17 @@ def encode(pipeline: "Pipeline", pieces: Sequence[Piece]) -> list[Piece]:
 
 def run(pipeline: "Pipeline", pieces: Sequence[Piece], scores: bool = False) -> SpanTable:
     """Tag ``pieces`` as one batch (longest first inside it): a table with one row per piece, in order."""
-    from models.codec import Encoded
+    from seqtag.models.codec import Encoded
 
     pieces = encode(pipeline, pieces)
-    with_lexicon = pipeline.codec.lexicon is not None
+    with_lexicon = any(p.lexicon is not None for p in pieces)
     encoded = Encoded([p.offsets for p in pieces], [p.ids for p in pieces],
                       [p.lexicon for p in pieces] if with_lexicon else None)
     order = sorted(range(len(pieces)), key=lambda i: -len(pieces[i].ids))
     forced = [list(pieces[i].forced) for i in order] if any(p.forced for p in pieces) else None
     table = pipeline.tag_encoded(encoded, order, scores, forced)
+    if len(table) != len(order):
+        raise RuntimeError(f"the model returned {len(table)} results for a batch of {len(order)}")
     where = np.empty(len(order), dtype=np.int64)
     where[np.asarray(order, dtype=np.int64)] = np.arange(len(order))  # piece i is row where[i]
     return table.take(where)
@@ -113,6 +119,10 @@ def assemble(pieces: Sequence[Piece], table: SpanTable, texts: int) -> SpanTable
     counts = np.bincount(owners, weights=table.counts, minlength=texts).astype(np.int64)
     return SpanTable(counts, table.starts + shift, table.ends + shift, table.labels, table.label_names,
                      table.scores)
+
+
+def _overlaps(span: Span, others: Sequence[Span]) -> bool:
+    return any(span.start < o.end and o.start < span.end for o in others)
 
 
 def _forced_in_pieces(spans: Sequence[Span], cuts: Sequence[tuple[int, int]]) -> list[list[Span]]:

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Callable, Iterable
 import numpy as np
 
 if TYPE_CHECKING:
-    from models.codec import Encoded, KeyIndex
+    from seqtag.models.codec import Encoded, KeyIndex
 
 POSITIONS = ("B", "M", "E", "S")
 WORD = "WORD"
@@ -144,7 +144,7 @@ class Lexicon:
         :data:`_PREFIX` where longer words go on from there; one-character ones by code point in an array.
         Built once, on first use, with the codec's units."""
         if self._index is None:
-            from models.codec import KeyIndex  # the codec imports this module
+            from seqtag.models.codec import KeyIndex  # the codec imports this module
 
             words = list(self.words)
             enc = split(words) if words else None
@@ -281,7 +281,7 @@ def jieba_dictionary() -> Path:
 def lexicon_entries(spec: str) -> tuple[list[str | tuple[str, str]], LexiconSource]:
     """A ``--lexicon`` argument's entries and source: ``jieba`` (jieba's dict.txt), or a file in the formats
     the dictionary reader takes (``word``, ``word TAG``, jieba's ``word FREQ TAG``, the service's JSON)."""
-    from models.dictionary import read_dictionary
+    from seqtag.models.dictionary import read_dictionary
 
     if spec == "jieba":
         path = jieba_dictionary()

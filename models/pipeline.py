@@ -10,15 +10,15 @@ from typing import Iterable, Literal, Sequence
 import numpy as np
 import torch
 
-from models import engine
-from models.checkpoint import ModelMeta, load_checkpoint
-from models.codec import Codec, Encoded
-from models.dictionary import Dictionary, DictionaryError, Entry, without_labels
-from models.lexicon import Lexicon
-from models.runtime import pick_device, quantize_int8
-from models.schemes import TagTable
-from models.spans import Span, SpanTable
-from models.tagger import Tagger
+from seqtag.models import engine
+from seqtag.models.checkpoint import ModelMeta, load_checkpoint
+from seqtag.models.codec import Codec, Encoded
+from seqtag.models.dictionary import Dictionary, DictionaryError, Entry, without_labels
+from seqtag.models.lexicon import Lexicon
+from seqtag.models.runtime import pick_device, quantize_int8
+from seqtag.models.schemes import TagTable
+from seqtag.models.spans import Span, SpanTable
+from seqtag.models.tagger import Tagger
 
 DictionaryMode = Literal["hard", "soft"]
 

@@ -8,7 +8,7 @@ from typing import Any
 
 import torch
 
-from models.tagger import Tagger
+from seqtag.models.tagger import Tagger
 
 
 def usable_cores() -> int:

@@ -26,7 +26,7 @@ from typing import Iterable, Sequence
 import numpy as np
 import torch
 
-from models.spans import SpanTable
+from seqtag.models.spans import SpanTable
 
 START = "<START>"
 END = "<END>"

@@ -14,8 +14,8 @@ from torch import nn
 from torch.nn import functional as F
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
-from models.codec import PAD_ID, Batch
-from models.crf import CRF
+from seqtag.models.codec import PAD_ID, Batch
+from seqtag.models.crf import CRF
 
 
 class TaggerConfig(BaseModel):

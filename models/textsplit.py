@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 
-from models.codec import is_space
+from seqtag.models.codec import is_space
 
 #: Longest piece (characters) that the service and ``seqtag predict`` tag at once (SEQTAG_WINDOW_UNITS, --window).
 DEFAULT_WINDOW = 256

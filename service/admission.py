@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from service.errors import ServiceError
+from seqtag.service.errors import ServiceError
 
 #: JSON bytes per character assumed before parsing: a CJK character sent as a ``\\uXXXX`` escape (Python's
 #: ``json.dumps``, aiohttp, requests) takes 6 bytes, in raw UTF-8 3, ASCII 1; dividing by 6 keeps the

@@ -15,16 +15,16 @@ from fastapi.middleware.cors import CORSMiddleware
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from models.runtime import pick_device, usable_cores
-from service.admission import Admission
-from service.dictionaries import DictionaryStore
-from service.errors import error_response, install_error_handlers
-from service.fastpath import TaggingFastPath
-from service.metrics import Metrics, RequestMetricsMiddleware
-from service.registry import ModelRegistry
-from service.responses import JSONResponse
-from service.routes import dictionaries, health, models, pages, tagging
-from service.settings import Settings
+from seqtag.models.runtime import pick_device, usable_cores
+from seqtag.service.admission import Admission
+from seqtag.service.dictionaries import DictionaryStore
+from seqtag.service.errors import error_response, install_error_handlers
+from seqtag.service.fastpath import TaggingFastPath
+from seqtag.service.metrics import Metrics, RequestMetricsMiddleware
+from seqtag.service.registry import ModelRegistry
+from seqtag.service.responses import JSONResponse
+from seqtag.service.routes import dictionaries, health, models, pages, tagging
+from seqtag.service.settings import Settings
 
 log = logging.getLogger("seqtag.service")
 

@@ -38,11 +38,12 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Protocol, Sequence
 
-import numpy as np
 import torch
 
-from models.codec import Encoded
-from models.spans import Span, SpanTable
+from seqtag.models import engine
+from seqtag.models.codec import Codec, Encoded
+from seqtag.models.engine import Piece
+from seqtag.models.spans import SpanTable
 
 log = logging.getLogger("seqtag.batcher")
 
@@ -79,32 +80,14 @@ class BatcherStopped(BatcherError):
 
 
 class Predictor(Protocol):
-    """What the batcher needs of a pipeline (a fake in tests)."""
+    """What the batcher needs of a pipeline (a fake in tests): what :func:`models.engine.run` uses, the codec
+    (for pieces still in text) and :meth:`~models.pipeline.Pipeline.tag_encoded`."""
+
+    codec: Codec
 
     def tag_encoded(
         self, encoded: Encoded, order: Sequence[int], scores: bool = False, forced: Any = None
     ) -> SpanTable: ...
-
-
-@dataclass(frozen=True)
-class Piece:
-    """One sentence or window to tag: ``(n,)`` unit ids and ``(n, 2)`` offsets, or (``ids=None``) its
-    ``text``, and forced spans on it.
-
-    The service submits text: the worker encodes each batch in one call, off the event loop (one
-    request at a time, encoding was about a quarter of the event loop's work), and drops forced spans
-    that do not fall on unit boundaries (e.g. half a Latin run).
-    """
-
-    ids: np.ndarray | None
-    offsets: np.ndarray | None
-    forced: Sequence[Span] = ()
-    text: str | None = None
-
-    @property
-    def length(self) -> int:
-        """Units; before encoding, characters (never fewer than units): for batch budgets and sorting."""
-        return len(self.ids) if self.ids is not None else len(self.text or "")
 
 
 @dataclass(eq=False)
@@ -395,35 +378,13 @@ class Batcher:
     def _infer(self, pieces: list[Piece], scores: bool) -> list[SpanTable]:
         """Runs in the executor thread: one forward pass over the batch, longest piece first; each piece's
         spans as a single-text :class:`SpanTable` (arrays: no Python object per span on this thread)."""
-        pieces = self._encode(pieces)
-        encoded = Encoded([p.offsets for p in pieces], [p.ids for p in pieces])
-        order = sorted(range(len(pieces)), key=lambda i: -pieces[i].length)
-        forced = [list(pieces[i].forced) for i in order] if any(p.forced for p in pieces) else None
         with torch.inference_mode():
-            table = self.pipeline.tag_encoded(encoded, order, scores, forced)
-        if len(table) != len(order):
-            raise BatchFailed(f"the model returned {len(table)} results for a batch of {len(order)}")
-        results: list[SpanTable] = [None] * len(pieces)  # type: ignore[list-item]
-        for k, row in zip(order, table.split_rows()):
-            results[k] = row
+            results = engine.run(self.pipeline, pieces, scores).split_rows()
         now = time.monotonic()
         if now - self._last_trim > TRIM_EVERY_S:
             self._last_trim = now
             release_free_memory()
         return results
-
-    def _encode(self, pieces: list[Piece]) -> list[Piece]:
-        """The batch's text pieces encoded together, their forced spans kept where they fall on unit boundaries."""
-        todo = [k for k, piece in enumerate(pieces) if piece.ids is None]
-        if not todo:
-            return pieces
-        codec = self.pipeline.codec
-        encoded = codec.encode([pieces[k].text or "" for k in todo])
-        out = list(pieces)
-        for j, k in enumerate(todo):
-            offsets = encoded.offsets[j]
-            out[k] = Piece(encoded.ids[j], offsets, codec.on_boundaries(offsets, pieces[k].forced))
-        return out
 
     # ---- helpers ---------------------------------------------------------
     def _fail(self, batch: Sequence[_Work], error: BatcherError) -> None:

@@ -1,6 +1,6 @@
 """A small Python client for the seqtag HTTP API (``httpx``, synchronous).
 
-    from service.client import SeqtagClient
+    from seqtag.service.client import SeqtagClient
     with SeqtagClient("http://127.0.0.1:8000") as client:
         words = client.segment("我爱北京天安门")[0]["tokens"]
         people = client.ner(["张三在北京工作。"], scores=True)

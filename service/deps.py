@@ -16,12 +16,12 @@ from typing import Annotated, Any
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
-from service.admission import Admission, Ticket
-from service.dictionaries import DictionaryStore
-from service.errors import ServiceError, clip
-from service.metrics import Metrics
-from service.registry import ModelRegistry
-from service.settings import Settings
+from seqtag.service.admission import Admission, Ticket
+from seqtag.service.dictionaries import DictionaryStore
+from seqtag.service.errors import ServiceError, clip
+from seqtag.service.metrics import Metrics
+from seqtag.service.registry import ModelRegistry
+from seqtag.service.settings import Settings
 
 
 async def get_settings(request: Request) -> Settings:

@@ -16,8 +16,8 @@ import threading
 from pathlib import Path
 from typing import Any, Callable
 
-from models.dictionary import Dictionary, DictionaryError, Entry, entries_to_json, to_entries
-from service.settings import NAME_PATTERN
+from seqtag.models.dictionary import Dictionary, DictionaryError, Entry, entries_to_json, to_entries
+from seqtag.service.settings import NAME_PATTERN
 
 _NAME = re.compile(NAME_PATTERN)
 

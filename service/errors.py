@@ -14,7 +14,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from service.responses import JSONResponse
+from seqtag.service.responses import JSONResponse
 
 log = logging.getLogger("seqtag.service")
 

@@ -33,11 +33,12 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from service.admission import Ticket, estimate_cost
-from service.deps import TICKET_SCOPE_KEY, is_json_content_type, service_from_state
-from service.errors import ServiceError
-from service.jsonbody import parse_json_body
-from service.schemas import TagRequest
+from seqtag.service.admission import Ticket, estimate_cost
+from seqtag.service.deps import (TICKET_SCOPE_KEY, get_service, is_json_content_type, require_json,
+                                 service_from_state)
+from seqtag.service.errors import ServiceError
+from seqtag.service.jsonbody import parse_json_body
+from seqtag.service.schemas import TagRequest
 
 #: Bodies larger than this are parsed in a worker thread, so the event loop goes on between its steps.
 PARSE_OFF_LOOP_BYTES = 1 << 20
@@ -49,7 +50,9 @@ class TaggingFastPath:
     def __init__(self, app: ASGIApp, fastapi_app: FastAPI, routes: Sequence[APIRoute]) -> None:
         self.app = app
         self.fastapi_app = fastapi_app
-        self.routes = {route.path: route for route in routes if "POST" in route.methods}
+        # Only routes whose dependencies are the ones this path provides: a route given any other (auth, a
+        # rate limit) is left to FastAPI, so that dependency always runs.
+        self.routes = {route.path: route for route in routes if "POST" in route.methods and _plain(route)}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["method"] != "POST":
@@ -138,6 +141,13 @@ async def _unless_gone(endpoint: Any, receive: Receive) -> Any:
         watch.cancel()
         with contextlib.suppress(asyncio.CancelledError, Exception):
             await watch
+
+
+def _plain(route: APIRoute) -> bool:
+    """The route's dependencies are exactly the ones the fast path stands in for: the JSON content-type check
+    (route level) and the :class:`Service` parameter."""
+    calls = {dependency.call for dependency in route.dependant.dependencies}
+    return calls <= {require_json, get_service} and len(route.dependant.body_params) == 1
 
 
 def _content_length(scope: Scope) -> int | None:

@@ -9,8 +9,8 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from service.app import create_app
-from service.settings import Settings
+from seqtag.service.app import create_app
+from seqtag.service.settings import Settings
 
 
 def __getattr__(name: str) -> Any:
@@ -32,7 +32,7 @@ def run(models: str | None = None, host: str | None = None, port: int | None = N
 
     import uvicorn
 
-    from models.runtime import pick_device
+    from seqtag.models.runtime import pick_device
 
     overrides = {"models_dir": models, "host": host, "port": port, "device": device, "workers": workers, "int8": int8}
     try:
@@ -52,7 +52,7 @@ def run(models: str | None = None, host: str | None = None, port: int | None = N
         for key, value in overrides.items():
             if value is not None:
                 os.environ[f"SEQTAG_{key.upper()}"] = str(value).lower() if isinstance(value, bool) else str(value)
-        uvicorn.run("service.main:app", host=settings.host, port=settings.port, workers=settings.workers,
+        uvicorn.run("seqtag.service.main:app", host=settings.host, port=settings.port, workers=settings.workers,
                     log_level=settings.log_level, timeout_graceful_shutdown=10,
                     timeout_keep_alive=settings.keep_alive_s)
         return 0

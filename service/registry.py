@@ -24,11 +24,11 @@ from typing import Any, Iterator
 
 import torch
 
-from models.checkpoint import REQUIRED_FILES, CheckpointError, read_config
-from models.pipeline import Pipeline
-from service.batcher import Batcher
-from service.metrics import Metrics
-from service.settings import NAME_PATTERN, Settings
+from seqtag.models.checkpoint import REQUIRED_FILES, CheckpointError, read_config
+from seqtag.models.pipeline import Pipeline
+from seqtag.service.batcher import Batcher
+from seqtag.service.metrics import Metrics
+from seqtag.service.settings import NAME_PATTERN, Settings
 
 log = logging.getLogger("seqtag.registry")
 _NAME = re.compile(NAME_PATTERN)
@@ -244,6 +244,8 @@ class ModelRegistry:
         if not root.is_dir():
             log.warning("models directory %s does not exist", root)
             return {}
+        if (root / "config.json").is_file() or _run_best(root):  # one checkpoint, or one training run
+            return {_model_name(root): _run_best(root) or root}
         found = {}
         for path in sorted(root.iterdir()):
             if not path.is_dir() or path.name.startswith("."):
@@ -251,7 +253,7 @@ class ModelRegistry:
             if not valid_name(path.name):
                 log.warning("skipping %s: a model name must match %s", path, NAME_PATTERN)
                 continue
-            found[path.name] = path
+            found[path.name] = _run_best(path) or path  # a run directory serves its best/ alone
         return found
 
     def _load_one(self, directory: Path) -> tuple[Pipeline, str, float]:
@@ -346,3 +348,16 @@ class ModelRegistry:
         task = asyncio.create_task(retire(), name=f"retire-{model.name}")
         self._retiring.add(task)
         task.add_done_callback(self._retiring.discard)
+
+
+def _run_best(path: Path) -> Path | None:
+    """``path/best`` when ``path`` is a training run (``best/`` and ``last/`` checkpoints, none of its own)."""
+    best = path / "best"
+    return best if not (path / "config.json").is_file() and (best / "config.json").is_file() else None
+
+
+def _model_name(path: Path) -> str:
+    """A checkpoint's name: its directory's, or for a run's ``best/`` (or ``last/``) the run's."""
+    path = path.resolve()
+    name = path.parent.name if path.name in ("best", "last") else path.name
+    return name if valid_name(name) else "model"

@@ -40,6 +40,9 @@ class TagRequest(BaseModel):
         description="user dictionary: a list of entries (a word, or {text, label}), or the name of a stored "
         "dictionary. Matches are leftmost-longest; matches not on unit boundaries are skipped.",
     )
+    dictionary_mode: Literal["hard", "soft"] = Field(
+        "hard", description="hard: the dictionary's words are forced; soft: they are evidence the model weighs "
+        "against the context (models trained with a lexicon; others answer 422)")
     scores: StrictBool = Field(False, description="add each span's confidence (min CRF marginal over its units)")
     offsets: Literal["codepoints", "utf16"] = Field(
         "codepoints", description="unit of start/end: Unicode code points (default) or UTF-16 code units"

@@ -13,9 +13,11 @@ from typing import Annotated, Any, Literal
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from models.textsplit import DEFAULT_WINDOW
+import os
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+from seqtag import models_dir as shipped_models_dir
+from seqtag.models.textsplit import DEFAULT_WINDOW
+
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
 
 
@@ -26,12 +28,14 @@ class Settings(BaseSettings):
         env_prefix="SEQTAG_", extra="ignore", validate_default=True, use_attribute_docstrings=True
     )
 
-    models_dir: Path = REPO_ROOT / "checkpoints"
-    """Directory of checkpoint directories, one model per subdirectory named after it
-    (default: the repository's ``checkpoints/``)."""
+    models_dir: Path = Field(default_factory=shipped_models_dir)
+    """Directory of checkpoint directories, one model per subdirectory named after it (a training run's
+    directory serves its ``best/``); or one checkpoint or training run, served alone (default: the shipped
+    models)."""
 
     dictionaries_dir: Path | None = None
-    """Where stored dictionaries are kept as ``NAME.json`` (default: ``models_dir/../dictionaries``)."""
+    """Where stored dictionaries are kept as ``NAME.json`` (default: ``$XDG_DATA_HOME/seqtag/dictionaries``,
+    i.e. ``~/.local/share/seqtag/dictionaries``: outside the repository and the installed package)."""
 
     host: str = "127.0.0.1"
     """Interface uvicorn binds (default 127.0.0.1: local only)."""
@@ -168,7 +172,8 @@ class Settings(BaseSettings):
     @model_validator(mode="after")
     def _default_dictionaries_dir(self) -> "Settings":
         if self.dictionaries_dir is None:
-            self.dictionaries_dir = self.models_dir.parent / "dictionaries"
+            data = os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share"
+            self.dictionaries_dir = Path(data) / "seqtag" / "dictionaries"
         return self
 
     @property

@@ -16,17 +16,18 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from models.dictionary import Dictionary, DictionaryError, Entry, to_entries
-from models.spans import SpanTable
-from models.textsplit import split_text
-from service.batcher import BatcherError, BatcherStopped, BatchFailed, DeadlineExceeded, Overloaded, Piece
-from service.dictionaries import DictionaryNotFound, DictionaryStore, valid_name
-from service.errors import ServiceError, clip
-from service.metrics import Metrics
-from service.registry import LoadedModel
-from service.responses import JSONResponse
-from service.schemas import DictionaryEntry, TagRequest
-from service.settings import Settings
+from seqtag.models import engine
+from seqtag.models.dictionary import Dictionary, DictionaryError, Entry, to_entries
+from seqtag.models.lexicon import Lexicon
+from seqtag.models.spans import Span, SpanTable
+from seqtag.service.batcher import BatcherError, BatcherStopped, BatchFailed, DeadlineExceeded, Overloaded
+from seqtag.service.dictionaries import DictionaryNotFound, DictionaryStore, valid_name
+from seqtag.service.errors import ServiceError, clip
+from seqtag.service.metrics import Metrics
+from seqtag.service.registry import LoadedModel
+from seqtag.service.responses import JSONResponse
+from seqtag.service.schemas import DictionaryEntry, TagRequest
+from seqtag.service.settings import Settings
 
 # Above this many characters, splitting, dictionary matching, joining spans and building the answer run in
 # a worker thread, not on the event loop (a 1M-character text's answer took the loop ~1 s to build).
@@ -87,10 +88,11 @@ class DictionarySpec:
 
     entries: list[Entry] | None = None
     stored: str | None = None
+    mode: str = "hard"  # "soft": the words join the model's lexicon for this request instead of being forced
 
     @classmethod
     def from_request(cls, value: list[str | DictionaryEntry] | str | None, settings: Settings,
-                     store: DictionaryStore) -> "DictionarySpec | None":
+                     store: DictionaryStore, mode: str = "hard") -> "DictionarySpec | None":
         if value is None:
             return None
         if isinstance(value, str):
@@ -99,13 +101,13 @@ class DictionarySpec:
                                    "[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
             if value not in store.names():
                 raise ServiceError(404, "dictionary_not_found", f"no stored dictionary named {clip(value)}")
-            return cls(stored=value)
+            return cls(stored=value, mode=mode)
         if len(value) > settings.max_dictionary_entries:
             raise ServiceError(413, "dictionary_too_large", f"{len(value)} dictionary entries; the limit is "
                                f"{settings.max_dictionary_entries}")
         raw = [v if isinstance(v, str) else {"text": v.text, "label": v.label} for v in value]
         try:
-            return cls(entries=to_entries(raw))
+            return cls(entries=to_entries(raw), mode=mode)
         except DictionaryError as exc:
             raise ServiceError(422, "invalid_dictionary", f"dictionary {exc}") from None
 
@@ -120,9 +122,16 @@ class DictionarySpec:
         except DictionaryError as exc:
             raise ServiceError(422, "invalid_dictionary", str(exc)) from None
 
-    def compile(self, model: LoadedModel, store: DictionaryStore) -> Dictionary | None:
-        """The matcher for ``model``; 422 when an entry's label is not one of the model's labels."""
+    def compile(self, model: LoadedModel, store: DictionaryStore) -> Dictionary | Lexicon | None:
+        """The matcher for ``model`` (hard), or its lexicon overlay (soft); 422 when an entry's label is not one
+        of the model's labels (hard), or the model reads no lexicon (soft)."""
         codec = model.pipeline.codec
+        if self.mode == "soft":
+            try:
+                soft = model.pipeline.soft_lexicon(self._all_entries(store))
+            except DictionaryError as exc:
+                raise ServiceError(422, "soft_dictionary_unsupported", f"model {model.name!r}: {exc}") from None
+            return soft if soft.words else None
         if self.stored is not None:
             self._all_entries(store)  # 404 / 422 with a clear message
             try:
@@ -134,6 +143,8 @@ class DictionarySpec:
                                    f"no stored dictionary named {self.stored!r}") from None
         else:
             dictionary = Dictionary(self.entries or (), normalize=codec.normalize, normalize_many=codec.normalize_all)
+        if model.task == "seg":  # a segmenter takes a labelled entry's word
+            dictionary = model.pipeline.dictionary(dictionary.entries()) if dictionary.labels else dictionary
         unknown = sorted(dictionary.labels - set(model.labels))
         if unknown:
             have = ", ".join(model.labels) or "none: it only segments"
@@ -162,16 +173,16 @@ class DictionarySpec:
                 token_entries.append(entry)
             if label in ner_labels:
                 ner_entries.append(entry)
-        return (DictionarySpec(entries=token_entries) if token_entries else None,
-                DictionarySpec(entries=ner_entries) if ner_entries else None)
+        return (DictionarySpec(entries=token_entries, mode=self.mode) if token_entries else None,
+                DictionarySpec(entries=ner_entries, mode=self.mode) if ner_entries else None)
 
 
 async def dictionary_spec(value: list[str | DictionaryEntry] | str | None, settings: Settings,
-                          store: DictionaryStore) -> DictionarySpec | None:
+                          store: DictionaryStore, mode: str = "hard") -> DictionarySpec | None:
     """:meth:`DictionarySpec.from_request`, off the event loop for a large inline dictionary."""
     if isinstance(value, list) and len(value) > _OFFLOAD_ENTRIES:
-        return await off_loop(DictionarySpec.from_request, value, settings, store)
-    return DictionarySpec.from_request(value, settings, store)
+        return await off_loop(DictionarySpec.from_request, value, settings, store, mode)
+    return DictionarySpec.from_request(value, settings, store, mode)
 
 
 def _heavy(spec: DictionarySpec) -> bool:
@@ -180,7 +191,7 @@ def _heavy(spec: DictionarySpec) -> bool:
 
 
 async def compile_dictionary(spec: DictionarySpec | None, model: LoadedModel,
-                             store: DictionaryStore) -> Dictionary | None:
+                             store: DictionaryStore) -> Dictionary | Lexicon | None:
     """:meth:`DictionarySpec.compile`, off the event loop unless the dictionary is small and inline."""
     if spec is None:
         return None
@@ -210,48 +221,37 @@ async def answer(texts: Sequence[str], build: Callable[[], dict[str, Any]]) -> J
 # ---- tagging through the batcher ----------------------------------------------------
 
 
-@dataclass
-class _Prepared:
-    owners: list[tuple[int, int]]  # (text index, piece start) per submitted piece
-    pieces: list[Piece]
-
-
-def _prepare(model: LoadedModel, texts: Sequence[str], window: int, dictionary: Dictionary | None) -> _Prepared:
-    """Cut the texts into windows and find dictionary words in them; the batcher's worker encodes the
-    windows, a batch at a time (and skips dictionary words off unit boundaries)."""
-    owners: list[tuple[int, int]] = []
-    pieces: list[Piece] = []
-    for i, text in enumerate(texts):
-        for start, end in split_text(text, window):  # never a piece of whitespace only: each has units
-            piece_text = text[start:end]
-            forced = tuple(dictionary.find(piece_text)) if dictionary is not None else ()
-            owners.append((i, start))
-            pieces.append(Piece(None, None, forced, piece_text))
-    return _Prepared(owners, pieces)
-
-
 class Job:
-    """One model over all texts of a request."""
+    """One model over all texts of a request: the engine's pieces (:func:`models.engine.prepare`), submitted to
+    the model's batcher, whose worker runs them (:func:`models.engine.run`), and assembled back onto the texts.
+    ``dictionary``: forced words (a Dictionary) or a soft lexicon overlay; ``forced``: spans per text that must
+    come out whole (/v1/analyze: the entities found, so that tokens never cut one)."""
 
-    def __init__(self, model: LoadedModel, texts: Sequence[str], dictionary: Dictionary | None):
+    def __init__(self, model: LoadedModel, texts: Sequence[str], dictionary: Dictionary | Lexicon | None,
+                 forced: Sequence[Sequence[Span]] | None = None):
         self.model = model
         self.texts = texts
         self.dictionary = dictionary
-        self.prepared: _Prepared | None = None
+        self.forced = forced
+        self.pieces: list[engine.Piece] | None = None
         self.futures: list[asyncio.Future] = []
+
+    def _prepare(self, window: int) -> list[engine.Piece]:
+        hard = self.dictionary if isinstance(self.dictionary, Dictionary) else None
+        soft = self.dictionary if isinstance(self.dictionary, Lexicon) else None
+        return engine.prepare(self.texts, window, hard, self.forced, soft)
 
     async def prepare(self, settings: Settings, metrics: Metrics) -> None:
         start = time.perf_counter()
-        args = (self.model, self.texts, settings.window_units, self.dictionary)
         if sum(len(t) for t in self.texts) > _OFFLOAD_CHARS:
-            self.prepared = await asyncio.to_thread(_prepare, *args)
+            self.pieces = await asyncio.to_thread(self._prepare, settings.window_units)
         else:
-            self.prepared = _prepare(*args)
+            self.pieces = self._prepare(settings.window_units)
         metrics.tokenize_seconds.labels(self.model.name).observe(time.perf_counter() - start)
 
     def submit(self, scores: bool, deadline: float, low_priority: bool = False) -> None:
-        assert self.prepared is not None
-        pieces = self.prepared.pieces
+        assert self.pieces is not None
+        pieces = self.pieces
         if not pieces:
             return
         # Longest first: the batcher takes a request's pieces in this order, one per turn, so the pieces that
@@ -265,14 +265,11 @@ class Job:
         self.futures = futures
 
     def spans(self) -> list[SpanTable]:
-        """Per text, a single-text table of its spans with offsets into the whole text (piece starts added
-        back; a text that is one piece, the most common case, keeps its piece's table as it is)."""
-        assert self.prepared is not None
-        parts: list[list[tuple[int, SpanTable]]] = [[] for _ in self.texts]
-        for (i, start), future in zip(self.prepared.owners, self.futures):
-            parts[i].append((start, future.result()))
+        """Per text, a single-text table of its spans with offsets into the whole text."""
+        assert self.pieces is not None
         names = self.model.pipeline.label_names
-        return [SpanTable.joined(p, names) for p in parts]
+        table = SpanTable.concat([future.result() for future in self.futures], names)
+        return engine.assemble(self.pieces, table, len(self.texts)).split_rows()
 
 
 async def run_jobs(jobs: Sequence[Job], *, settings: Settings, metrics: Metrics, scores: bool,

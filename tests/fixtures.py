@@ -146,7 +146,7 @@ def write_corpora(directory: str | Path, task: str) -> tuple[Path, Path]:
 
 
 def train_tiny(tmp_path: str | Path, task: str, epochs: int = 2, extra_flags: Sequence[str] = ()) -> Path:
-    """Train a tiny ``task`` model through ``training.cli.main`` and return the run directory.
+    """Train a tiny ``task`` model through ``seqtag.cli.main`` and return the run directory.
 
     The corpora are written under ``tmp_path/data`` and the run goes to
     ``tmp_path/run``; ``extra_flags`` come last, so they may override any of
@@ -154,7 +154,7 @@ def train_tiny(tmp_path: str | Path, task: str, epochs: int = 2, extra_flags: Se
     """
     import torch
 
-    from training.cli import main
+    from seqtag.cli import main
 
     tmp_path = Path(tmp_path)
     train, dev = write_corpora(tmp_path, task)

@@ -1,6 +1,6 @@
 """Report how many gold spans of each shared corpus fall off unit boundaries.
 
-``python -m training.alignment ../shared/corpora [--units chars]``
+``python -m seqtag.training.alignment ../shared/corpora [--units chars]``
 """
 
 from __future__ import annotations
@@ -9,8 +9,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from models.codec import Codec, CodecConfig
-from training.readers import read_corpus
+from seqtag.models.codec import Codec, CodecConfig
+from seqtag.training.readers import read_corpus
 
 FILES = [
     ("ctb6", "seg"), ("ud-gsd", "conllu"), ("resume", "column"), ("weibo", "column"),

@@ -14,9 +14,9 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from models.codec import CodecConfig
-from models.schemes import TagScheme
-from models.tagger import TaggerConfig
+from seqtag.models.codec import CodecConfig
+from seqtag.models.schemes import TagScheme
+from seqtag.models.tagger import TaggerConfig
 
 
 class OptimConfig(BaseModel):

@@ -16,8 +16,8 @@ from __future__ import annotations
 from typing import Iterable, Sequence
 
 
-from models.schemes import TagScheme, spans_to_tags
-from models.spans import Example
+from seqtag.models.schemes import TagScheme, spans_to_tags
+from seqtag.models.spans import Example
 
 TASKS = ("seg", "pos", "ner")
 

@@ -1,4 +1,4 @@
-"""Model cards for shipped checkpoints: ``python -m training.modelcard CHECKPOINT --corpus KEY``.
+"""Model cards for shipped checkpoints: ``python -m seqtag.training.modelcard CHECKPOINT --corpus KEY``.
 
 The card is written from the checkpoint's own ``config.json``, so it cannot
 disagree with the weights next to it.
@@ -11,10 +11,10 @@ import json
 import sys
 from pathlib import Path
 
-from models.checkpoint import architecture_name, read_config
-from models.codec import LEXICON_FILE, CodecConfig
-from models.lexicon import Lexicon
-from models.tagger import TaggerConfig
+from seqtag.models.checkpoint import architecture_name, read_config
+from seqtag.models.codec import LEXICON_FILE, CodecConfig
+from seqtag.models.lexicon import Lexicon
+from seqtag.models.tagger import TaggerConfig
 
 CORPORA = {
     "ctb6": {

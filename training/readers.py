@@ -70,14 +70,14 @@ from typing import IO, Iterable, Iterator, Sequence
 
 import numpy as np
 
-from models.schemes import (
+from seqtag.models.schemes import (
     TagScheme,
     detect_scheme,
     spans_to_tags,
     split_tag,
     tags_to_spans,
 )
-from models.spans import Example, Span, SpanTable
+from seqtag.models.spans import Example, Span, SpanTable
 
 __all__ = [
     "FORMATS",

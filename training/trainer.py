@@ -27,17 +27,17 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
-from models.checkpoint import ModelMeta, build_tagger, load_checkpoint, save_checkpoint
-from models.codec import UNK_ID, Codec, Encoded
-from models.pipeline import Pipeline
-from models.runtime import pick_device
-from models.schemes import TagScheme, allowed_transitions, spans_to_tags, tag_vocabulary
-from models.spans import Example, Span
-from training.config import TrainConfig
-from training.metrics import scores_for_task, word_vocabulary
-from models.dictionary import DictionaryError
-from models.lexicon import lexicon_entries
-from training.readers import ReadStats, read_corpus
+from seqtag.models.checkpoint import ModelMeta, build_tagger, load_checkpoint, save_checkpoint
+from seqtag.models.codec import UNK_ID, Codec, Encoded
+from seqtag.models.pipeline import Pipeline
+from seqtag.models.runtime import pick_device
+from seqtag.models.schemes import TagScheme, allowed_transitions, spans_to_tags, tag_vocabulary
+from seqtag.models.spans import Example, Span
+from seqtag.training.config import TrainConfig
+from seqtag.training.metrics import scores_for_task, word_vocabulary
+from seqtag.models.dictionary import DictionaryError
+from seqtag.models.lexicon import lexicon_entries
+from seqtag.training.readers import ReadStats, read_corpus
 
 STATE_JSON, STATE_TENSORS = "trainer_state.json", "trainer_state.safetensors"
 

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Request, Response
 
-from models.dictionary import DictionaryError, entries_to_json, parse_entry_lines, to_entries
-from service.deps import Admin, SettingsDep, StoreDep, is_json_content_type, is_text_content_type
-from service.dictionaries import DictionaryNotFound, valid_name
-from service.errors import ServiceError, clip
-from service.jsonbody import parse_json_body
-from service.responses import JSONResponse
-from service.schemas import ERROR_RESPONSES, DictionaryBody, DictionaryNames, DictionaryOut
+from seqtag.models.dictionary import DictionaryError, entries_to_json, parse_entry_lines, to_entries
+from seqtag.service.deps import Admin, SettingsDep, StoreDep, is_json_content_type, is_text_content_type
+from seqtag.service.dictionaries import DictionaryNotFound, valid_name
+from seqtag.service.errors import ServiceError, clip
+from seqtag.service.jsonbody import parse_json_body
+from seqtag.service.responses import JSONResponse
+from seqtag.service.schemas import ERROR_RESPONSES, DictionaryBody, DictionaryNames, DictionaryOut
 
 router = APIRouter(prefix="/v1/dictionaries", tags=["dictionaries"], dependencies=[Admin],
                    responses={401: {"model": ERROR_RESPONSES[404]["model"], "description": "admin token needed"}})

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Request, Response
 
-from service.deps import MetricsDep
-from service.responses import JSONResponse
+from seqtag.service.deps import MetricsDep
+from seqtag.service.responses import JSONResponse
 
 router = APIRouter(tags=["health"])
 

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from service.deps import Admin, RegistryDep
-from service.errors import error_response
-from service.responses import JSONResponse
-from service.schemas import ERROR_RESPONSES, ModelList, ReloadResult
+from seqtag.service.deps import Admin, RegistryDep
+from seqtag.service.errors import error_response
+from seqtag.service.responses import JSONResponse
+from seqtag.service.schemas import ERROR_RESPONSES, ModelList, ReloadResult
 
 router = APIRouter(prefix="/v1/models", tags=["models"])
 

@@ -7,12 +7,13 @@ import time
 
 from fastapi import APIRouter
 
-from service.deps import JSONBody, Service, ServiceDep
-from service.errors import ServiceError, clip
-from service.registry import LoadedModel, ModelRegistry, valid_name
-from service.responses import JSONResponse
-from service.schemas import ERROR_RESPONSES, TagRequest, TagResponse
-from service.tagging import (DictionarySpec, Job, answer, compile_dictionary, dictionary_spec, entity_dicts,
+from seqtag.models.spans import Span
+from seqtag.service.deps import JSONBody, Service, ServiceDep
+from seqtag.service.errors import ServiceError, clip
+from seqtag.service.registry import LoadedModel, ModelRegistry, valid_name
+from seqtag.service.responses import JSONResponse
+from seqtag.service.schemas import ERROR_RESPONSES, TagRequest, TagResponse
+from seqtag.service.tagging import (DictionarySpec, Job, answer, compile_dictionary, dictionary_spec, entity_dicts,
                              request_cost, request_texts, run_jobs, split_dictionary, token_dicts)
 
 router = APIRouter(prefix="/v1", tags=["tagging"])
@@ -52,7 +53,7 @@ async def _tag(endpoint: str, body: TagRequest, service: ServiceDep) -> JSONResp
     deadline = time.monotonic() + settings.request_timeout_s
     texts = request_texts(body, settings)
     with service.admit(request_cost(texts, body.dictionary)) as ticket:
-        spec = await dictionary_spec(body.dictionary, settings, store)
+        spec = await dictionary_spec(body.dictionary, settings, store, body.dictionary_mode)
         model = pick_model(registry, endpoint, body.model)
         with model.lease():  # taken right after the lookup: a reload waits for it
             dictionary = await compile_dictionary(spec, model, store)
@@ -105,7 +106,7 @@ async def analyze(body: TagRequest, service: ServiceDep) -> JSONResponse:
     deadline = time.monotonic() + settings.request_timeout_s
     texts = request_texts(body, settings)
     with service.admit(request_cost(texts, body.dictionary)) as ticket:
-        spec = await dictionary_spec(body.dictionary, settings, store)
+        spec = await dictionary_spec(body.dictionary, settings, store, body.dictionary_mode)
         return await _analyze(texts, body, spec, service, deadline, ticket.low_priority)
 
 
@@ -132,13 +133,19 @@ async def _analyze(texts: list[str], body: TagRequest, spec: DictionarySpec | No
         for model in models:
             leases.enter_context(model.lease())
         token_spec, ner_spec = await split_dictionary(spec, token_model, ner_model, store)
-        jobs = []
-        for model, part in ((token_model, token_spec), (ner_model, ner_spec)):
-            if model is not None:
-                jobs.append(Job(model, texts, await compile_dictionary(part, model, store)))
-        outputs = await run_jobs(jobs, settings=settings, metrics=metrics, scores=body.scores, deadline=deadline,
-                                 low_priority=low_priority)
-    by_model = dict(zip([j.model.name for j in jobs], outputs))
+        by_model: dict[str, list] = {}
+        entities = None
+        if ner_model is not None:  # entities first: the tokens are then cut around them, never through one
+            ner_job = Job(ner_model, texts, await compile_dictionary(ner_spec, ner_model, store))
+            [by_model[ner_model.name]] = await run_jobs([ner_job], settings=settings, metrics=metrics,
+                                                        scores=body.scores, deadline=deadline,
+                                                        low_priority=low_priority)
+            entities = [[Span(a, z) for a, z, _, _ in table.records()] for table in by_model[ner_model.name]]
+        if token_model is not None:
+            token_job = Job(token_model, texts, await compile_dictionary(token_spec, token_model, store), entities)
+            [by_model[token_model.name]] = await run_jobs([token_job], settings=settings, metrics=metrics,
+                                                          scores=body.scores, deadline=deadline,
+                                                          low_priority=low_priority)
     utf16 = body.offsets == "utf16"
 
     def build() -> dict:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from bench import inprocess, service, training
 from bench.inprocess import encoder_flops_per_pass
 from bench.run import main
-from models.tagger import Tagger, TaggerConfig
+from seqtag.models.tagger import Tagger, TaggerConfig
 
 HEADER_KEYS = ("date", "machine", "GPU", "Python", "torch", "tokenizers", "git commit")
 

@@ -12,14 +12,14 @@ from pathlib import Path
 
 import pytest
 
-from models.checkpoint import load_checkpoint
+from seqtag.models.checkpoint import load_checkpoint
 from tests.fixtures import TINY_FLAGS, write_corpora
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
 def _train_cmd(train: Path, dev: Path, out: Path, *extra: str) -> list[str]:
-    return [sys.executable, "-m", "training.cli", "train", "--task", "seg", "--train", str(train),
+    return [sys.executable, "-m", "seqtag.cli", "train", "--task", "seg", "--train", str(train),
             "--dev", str(dev), "--out", str(out), *TINY_FLAGS, "--save-every", "3", *extra]
 
 

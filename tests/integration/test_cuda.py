@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from models.pipeline import Pipeline
+from seqtag.models.pipeline import Pipeline
 from tests.fixtures import train_tiny
 
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")]

@@ -26,12 +26,12 @@ def test_two_gloo_processes_match_one_process(tmp_path):
     args = ["train", "--task", "seg", "--train", str(train), "--dev", str(dev), *TINY_FLAGS, "--epochs", "4"]
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
     single = tmp_path / "single"
-    subprocess.run([sys.executable, "-m", "training.cli", *args, "--out", str(single)],
+    subprocess.run([sys.executable, "-m", "seqtag.cli", *args, "--out", str(single)],
                    cwd=ROOT, env=env, check=True, capture_output=True, timeout=300)
     multi = tmp_path / "ddp"
     result = subprocess.run(
         [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-         "-m", "training.cli", *args, "--out", str(multi), "--device", "cpu"],
+         "-m", "seqtag.cli", *args, "--out", str(multi), "--device", "cpu"],
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     # rank 0 alone wrote the run directory and the log

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from tests.fixtures import TINY_FLAGS, train_tiny, write_corpora
-from training.cli import build_parser, main
+from seqtag.cli import build_parser, main
 
 
 @pytest.fixture(autouse=True)

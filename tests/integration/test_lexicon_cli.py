@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from tests.fixtures import PERSONS, PLACES, train_tiny
-from training.cli import main
+from seqtag.cli import main
 
 
 @pytest.fixture(autouse=True)

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from models.pipeline import Pipeline
+from seqtag.models.pipeline import Pipeline
 from tests.fixtures import (
     TINY_FLAGS,
     train_tiny,
@@ -23,7 +23,7 @@ from tests.fixtures import (
     write_ner_org_corpus,
     write_seg_corpus,
 )
-from training.cli import main
+from seqtag.cli import main
 
 PREDICT_LINES = ["我们喜欢看书。", "", "   ", "他在北京工作iPhone15很贵！", "\u3000", "张伟明明天去上海。"]
 
@@ -326,7 +326,7 @@ def test_predict_pos_model_jsonl(pos_run, tmp_path, capsys, monkeypatch):
 
 def test_predict_pos_model_wordpos(pos_run, seg_run, tmp_path, capsys, monkeypatch):
     """word_TAG output, one line per input line, reads back as the same words and tags as the jsonl output."""
-    from training.readers import read_corpus
+    from seqtag.training.readers import read_corpus
 
     from_file, from_stdin, written = predict_outputs(capsys, monkeypatch, tmp_path, pos_run / "best", "wordpos")
     assert from_file == from_stdin == written and len(from_file.split("\n")) - 1 == len(PREDICT_LINES)
@@ -342,8 +342,8 @@ def test_predict_pos_model_wordpos(pos_run, seg_run, tmp_path, capsys, monkeypat
 
 def test_predict_column_uses_the_model_scheme(ner_run, tmp_path, capsys, monkeypatch):
     """Column output of a BIOES NER model is written in BIOES (I-PER), not BMES (M-PER)."""
-    import training.cli as cli
-    from models.spans import Span, SpanTable
+    import seqtag.cli as cli
+    from seqtag.models.spans import Span, SpanTable
 
     real = cli._load_pipeline
 
@@ -405,8 +405,8 @@ def test_resume_continues_training(tmp_path, capsys):
 
 
 def test_adversarial_step_adds_a_gradient_and_puts_the_embeddings_back(tmp_path):
-    from training.config import build_config
-    from training.trainer import Trainer
+    from seqtag.training.config import build_config
+    from seqtag.training.trainer import Trainer
 
     train, dev = write_corpora(tmp_path, "seg")
     config = build_config({
@@ -647,7 +647,7 @@ def test_the_program_flushes_before_its_quick_exit(seg_run, tmp_path):
     data = tmp_path / "input.txt"
     lines = [f"我们在北京工作{i}。" for i in range(3000)]  # far more than one stdout buffer
     data.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    program = [sys.executable, "-m", "training.cli"]
+    program = [sys.executable, "-m", "seqtag.cli"]
     done = subprocess.run([*program, "predict", str(seg_run / "best"), str(data), "--device", "cpu"],
                           capture_output=True, text=True, encoding="utf-8", timeout=120)
     assert done.returncode == 0, done.stderr
@@ -772,7 +772,7 @@ def test_the_program_freezes_loaded_objects_out_of_the_collector(seg_run, monkey
     torch's objects, ~30 ms each); called from Python, main() leaves the caller's collector alone."""
     import gc
 
-    import training.cli as cli
+    import seqtag.cli as cli
 
     gc.unfreeze()
     try:
@@ -788,7 +788,7 @@ def test_the_program_freezes_loaded_objects_out_of_the_collector(seg_run, monkey
 def test_predict_jsonl_with_scores(seg_run, tmp_path, capsys):
     """--scores adds each span's confidence to the jsonl records (same order as "spans"); the output still
     reads back as the same spans; other formats refuse it."""
-    from training.readers import read_corpus
+    from seqtag.training.readers import read_corpus
 
     data = tmp_path / "input.txt"
     data.write_text("\n".join(PREDICT_LINES) + "\n", encoding="utf-8")

@@ -14,8 +14,8 @@ import torch
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
-from service.app import create_app
-from service.settings import Settings
+from seqtag.service.app import create_app
+from seqtag.service.settings import Settings
 from tests.fixtures import train_tiny
 
 TEXTS = ["我们喜欢图书馆。", "张伟明在北京工作。", "", "   ", "他常常看电影！", "iPhone15很贵", "李娜明天去上海。"]

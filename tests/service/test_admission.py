@@ -13,10 +13,10 @@ import time
 
 import pytest
 
-from service.admission import Admission
-from service.app import create_app
-from service.errors import ServiceError
-from service.tagging import DictionarySpec
+from seqtag.service.admission import Admission
+from seqtag.service.app import create_app
+from seqtag.service.errors import ServiceError
+from seqtag.service.tagging import DictionarySpec
 from tests.service.conftest import TEXTS, assert_error, async_client
 
 SENTENCE = "张伟明在北京工作。"
@@ -244,7 +244,7 @@ def test_models_list_shows_a_short_reason_not_paths(make_client, own_models_dir)
 
 def test_error_messages_cut_echoed_input(client):
     huge = "X" * 100_000
-    for body in ({"text": "北京", "dictionary": [{"text": "北京", "label": huge}]},
+    for body in ({"text": "北京", "model": "zh-pos", "dictionary": [{"text": "北京", "label": huge}]},
                  {"text": "北京", "model": huge}, {"text": "北京", "dictionary": huge}):
         r = client.post("/v1/segment", json=body)
         error = assert_error(r, (404, 422))

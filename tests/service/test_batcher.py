@@ -9,15 +9,15 @@ import time
 import numpy as np
 import pytest
 
-from models.spans import Span, SpanTable
-from service.batcher import (
+from seqtag.models.spans import Span, SpanTable
+from seqtag.service.batcher import (
     Batcher,
     BatcherStopped,
     BatchFailed,
     DeadlineExceeded,
     Overloaded,
-    Piece,
 )
+from seqtag.models.engine import Piece
 
 
 class FakePipeline:
@@ -61,7 +61,7 @@ def spans(table: SpanTable) -> list[Span]:
 def piece(tag: int, length: int, forced=()) -> Piece:
     ids = np.full(length, tag, dtype=np.int64)
     offsets = np.stack([np.arange(length), np.arange(length) + 1], axis=1)
-    return Piece(ids, offsets, forced)
+    return Piece("x" * length, forced=tuple(forced), ids=ids, offsets=offsets)
 
 
 def run(coro):
@@ -344,7 +344,7 @@ def test_limits_are_validated():
 
 
 def test_release_free_memory_never_raises():
-    from service.batcher import release_free_memory
+    from seqtag.service.batcher import release_free_memory
 
     assert release_free_memory() in (True, False)
 
@@ -352,7 +352,7 @@ def test_release_free_memory_never_raises():
 def test_text_pieces_are_encoded_per_batch_and_misaligned_forced_spans_dropped():
     """The service submits text; the worker encodes the batch with the pipeline's codec and keeps only
     forced spans on unit boundaries (half of the Latin run "ab12" is not one)."""
-    from models.codec import Codec
+    from seqtag.models.codec import Codec
 
     async def main():
         fake = FakePipeline()
@@ -360,7 +360,7 @@ def test_text_pieces_are_encoded_per_batch_and_misaligned_forced_spans_dropped()
         b = await started(fake, max_wait_ms=20)
         good, half = Span(2, 4, ""), Span(0, 1, "")
         texts = ["我们在北京", "ab12 工作"]
-        futures = b.submit([Piece(None, None, (good,), texts[0]), Piece(None, None, (half,), texts[1])])
+        futures = b.submit([Piece(texts[0], forced=(good,)), Piece(texts[1], forced=(half,))])
         results = await asyncio.gather(*futures)
         await b.stop()
         return fake, results
@@ -369,7 +369,7 @@ def test_text_pieces_are_encoded_per_batch_and_misaligned_forced_spans_dropped()
     assert fake.batches == [[5, 3]]  # units: 5 characters; "ab12", "工", "作"
     assert fake.forced_seen == [[[Span(2, 4, "")], []]]
     assert [spans(r)[0].end for r in results] == [5, 3]
-    assert Piece(None, None, (), "ab12 工作").length == 7  # characters before encoding
+    assert Piece("ab12 工作").length == 7  # characters before encoding
 
 
 def test_requests_take_turns_so_a_small_one_is_not_stuck_behind_a_big_one():

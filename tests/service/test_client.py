@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from service.client import SeqtagClient, SeqtagError
+from seqtag.service.client import SeqtagClient, SeqtagError
 
 
 def test_client_round_trip(client):

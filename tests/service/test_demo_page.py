@@ -15,9 +15,9 @@ import httpx
 import pytest
 import uvicorn
 
-from service.app import create_app
-from service.routes.pages import INDEX
-from service.settings import Settings
+from seqtag.service.app import create_app
+from seqtag.service.routes.pages import INDEX
+from seqtag.service.settings import Settings
 from tests.service.conftest import fill_models_dir
 
 IDS = ("text", "task", "scores", "run", "result", "error")

@@ -7,7 +7,7 @@ import json
 import pytest
 from fastapi.testclient import TestClient
 
-from service.app import create_app
+from seqtag.service.app import create_app
 from tests.service.conftest import assert_error, spans_ok
 
 SENTENCE = "我们喜欢图书馆。"
@@ -92,11 +92,19 @@ def test_analyze_routes_entries_by_label(client):
     assert "NOPE" in error["message"]
 
 
-@pytest.mark.parametrize("endpoint,label", [("segment", "NOUN"), ("pos", "PER"), ("ner", "NOUN")])
+@pytest.mark.parametrize("endpoint,label", [("pos", "PER"), ("ner", "NOUN")])
 def test_label_not_in_the_models_labels_is_422(client, endpoint, label):
     response = client.post(f"/v1/{endpoint}", json={"text": PERSON, "dictionary": [{"text": "北京", "label": label}]})
     error = assert_error(response, 422)
     assert label in error["message"]
+
+
+def test_a_segmenter_takes_a_labelled_entry_s_word(client):
+    """A seg model has no labels: a labelled entry (jieba's "word FREQ TAG") forces its word."""
+    response = client.post("/v1/segment", json={"text": PERSON, "model": "zh-seg",
+                                                "dictionary": [{"text": "明在北", "label": "NOUN"}]})
+    assert response.status_code == 200
+    assert ("明在北", 2, 5) in words(response.json()["results"][0])
 
 
 @pytest.mark.parametrize("entries", [[""], ["  "], [" 北京"], ["x" * 65], [{"text": ""}], [{"label": "PER"}],
@@ -126,7 +134,8 @@ def test_stored_dictionary_lifecycle(make_client, make_settings, tmp_path):
     assert ("喜欢图书馆", 2, 7) in words(pos)
     # a stored label the model lacks is the same 422 as an inline one
     assert_error(client.post("/v1/ner", json={"text": SENTENCE, "dictionary": "mine"}), 422)
-    assert_error(client.post("/v1/segment", json={"text": SENTENCE, "dictionary": "mine"}), 422)
+    # a segmenter takes the stored entries' words (it has no labels to check)
+    assert ("我们", 0, 2) in words(tag(client, "segment", SENTENCE, "mine"))
 
     replaced = client.put("/v1/dictionaries/mine", json={"entries": ["图书馆"]})
     assert replaced.status_code == 200

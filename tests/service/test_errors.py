@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from service.app import create_app
+from seqtag.service.app import create_app
 from tests.service.conftest import assert_error, async_client
 
 JSON = {"content-type": "application/json"}
@@ -44,7 +44,8 @@ BAD_BODIES = [
     ("model name with a path", {"json": {"text": "a", "model": "../../etc"}}, 422),
     ("wrong task", {"json": {"text": "a", "model": "zh-ner"}}, 400),
     ("unknown stored dictionary", {"json": {"text": "a", "dictionary": "nope"}}, 404),
-    ("dictionary label not in the model", {"json": {"text": "a", "dictionary": [{"text": "a", "label": "X"}]}}, 422),
+    ("dictionary label not in the model", {"json": {"text": "a", "model": "zh-pos",
+                                                     "dictionary": [{"text": "a", "label": "X"}]}}, 422),
     ("blank dictionary entry", {"json": {"text": "a", "dictionary": ["  "]}}, 422),
     ("dictionary entry not a string", {"json": {"text": "a", "dictionary": [1]}}, 422),
 ]

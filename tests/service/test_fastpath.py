@@ -13,10 +13,10 @@ from typing import Any, Iterator
 import pytest
 from fastapi.testclient import TestClient
 
-import service.fastpath as fastpath
-from service.app import create_app
-from service.fastpath import TaggingFastPath
-from service.schemas import TagRequest
+import seqtag.service.fastpath as fastpath
+from seqtag.service.app import create_app
+from seqtag.service.fastpath import TaggingFastPath
+from seqtag.service.schemas import TagRequest
 
 JSON = {"content-type": "application/json"}
 
@@ -68,7 +68,7 @@ INVALID: list[tuple[bytes, dict[str, str]]] = [  # (body, headers): the framewor
 
 @pytest.fixture(scope="module")
 def pair(tmp_path_factory, models_dir) -> Iterator[tuple[TestClient, TestClient]]:
-    from service.settings import Settings
+    from seqtag.service.settings import Settings
 
     def settings() -> Settings:
         return Settings(models_dir=models_dir, dictionaries_dir=tmp_path_factory.mktemp("dicts"), torch_threads=1,

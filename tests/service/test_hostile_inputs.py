@@ -17,9 +17,9 @@ from typing import Any, Iterator
 import pytest
 from fastapi.testclient import TestClient
 
-from models.codec import is_space
-from service.app import create_app
-from service.settings import Settings
+from seqtag.models.codec import is_space
+from seqtag.service.app import create_app
+from seqtag.service.settings import Settings
 from tests.fixtures import NOUNS, PERSONS, PLACES, PRONOUNS, VERBS
 from tests.service.conftest import assert_error
 

@@ -9,9 +9,9 @@ import time
 import pytest
 from fastapi.testclient import TestClient
 
-from service.app import create_app
-from service.main import run
-from service.settings import Settings
+from seqtag.service.app import create_app
+from seqtag.service.main import run
+from seqtag.service.settings import Settings
 from tests.service.conftest import assert_error, async_client
 
 
@@ -191,8 +191,10 @@ def test_settings_from_environment(monkeypatch, tmp_path):
     monkeypatch.setenv("SEQTAG_MAX_BATCH_SIZE", "8")
     monkeypatch.setenv("SEQTAG_CORS_ORIGINS", "http://a.example, http://b.example")
     monkeypatch.setenv("SEQTAG_ADMIN_TOKEN", "zq-secret-77")
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "data"))
     s = Settings()
-    assert s.models_dir == tmp_path / "m" and s.dictionaries_dir == tmp_path / "dictionaries"
+    # stored dictionaries live in the user's data directory, never inside the repository or the package
+    assert s.models_dir == tmp_path / "m" and s.dictionaries_dir == tmp_path / "data" / "seqtag" / "dictionaries"
     assert s.max_batch_size == 8 and s.cors_origins == ["http://a.example", "http://b.example"]
     assert s.admin_token is not None and "zq-secret-77" not in repr(s)
     monkeypatch.setenv("SEQTAG_CORS_ORIGINS", '["http://c.example"]')
@@ -224,7 +226,7 @@ def test_run_rejects_bad_settings_without_starting(capsys, monkeypatch):
 
 def test_uvicorn_app_attribute(monkeypatch, tmp_path):
     monkeypatch.setenv("SEQTAG_MODELS_DIR", str(tmp_path))
-    import service.main as main
+    import seqtag.service.main as main
 
     monkeypatch.delitem(main.__dict__, "app", raising=False)
     app = main.app

@@ -17,7 +17,7 @@ from typing import Callable
 import pytest
 from safetensors.torch import load_file, save_file
 
-from service.app import create_app
+from seqtag.service.app import create_app
 from tests.service.conftest import assert_error, async_client
 
 SENTENCES = ["我们喜欢图书馆。", "张伟明在北京工作。", "他常常看电影！", "iPhone15很贵"]
@@ -322,8 +322,8 @@ def test_a_new_model_that_is_bad_is_not_added(make_client, own_models_dir, train
 def test_checkpoint_replaced_while_it_loads(make_client, own_models_dir, trained, monkeypatch):
     """Files swapped one by one during the load (not an atomic directory rename) could mix two
     checkpoints: the reload notices the content changed under it and keeps the previous version."""
-    import service.registry
-    from models.pipeline import Pipeline
+    import seqtag.service.registry
+    from seqtag.models.pipeline import Pipeline
 
     client = make_client(models_dir=own_models_dir)
     before = tag_all(client)
@@ -338,11 +338,11 @@ def test_checkpoint_replaced_while_it_loads(make_client, own_models_dir, trained
             shutil.copy(trained["seg"] / "model.safetensors", Path(directory) / "model.safetensors")
         return pipeline
 
-    monkeypatch.setattr(service.registry.Pipeline, "load", racing_load)
+    monkeypatch.setattr(seqtag.service.registry.Pipeline, "load", racing_load)
     error = assert_error(client.post("/v1/models/reload"), 409)
     assert "changed on disk while it was being loaded" in error["details"]["failed"]["zh-seg"]
     assert tag_all(client) == before
-    monkeypatch.setattr(service.registry.Pipeline, "load", real_load)
+    monkeypatch.setattr(seqtag.service.registry.Pipeline, "load", real_load)
     assert client.post("/v1/models/reload").status_code == 200  # settled: the next reload takes it
 
 

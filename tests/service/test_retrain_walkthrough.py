@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from fastapi.testclient import TestClient
 
-from service.app import create_app
-from service.settings import Settings
+from seqtag.service.app import create_app
+from seqtag.service.settings import Settings
 from tests.fixtures import train_tiny, write_ner_org_corpus
 
 

@@ -15,8 +15,8 @@ schemathesis = pytest.importorskip("schemathesis")
 
 from hypothesis import HealthCheck, settings  # noqa: E402
 
-from service.app import create_app  # noqa: E402
-from service.settings import Settings  # noqa: E402
+from seqtag.service.app import create_app  # noqa: E402
+from seqtag.service.settings import Settings  # noqa: E402
 
 try:  # the check's home in schemathesis 4; older releases exposed it under ``schemathesis.checks`` too
     from schemathesis.checks import not_a_server_error

@@ -14,9 +14,9 @@ from typing import Any, Iterator
 import pytest
 from fastapi.testclient import TestClient
 
-import service.deps
-from service.app import create_app
-from service.settings import Settings
+import seqtag.service.deps
+from seqtag.service.app import create_app
+from seqtag.service.settings import Settings
 from tests.service.conftest import assert_error, async_client
 
 TOKEN = "tok-Zq8#x9!kP2_secret-ÄÖ"  # non-ASCII too: the header carries its UTF-8 bytes
@@ -118,7 +118,7 @@ def test_without_a_token_admin_is_open(make_client):
 
 
 def test_token_comparison_uses_compare_digest(secured, monkeypatch):
-    source = inspect.getsource(service.deps.require_admin)
+    source = inspect.getsource(seqtag.service.deps.require_admin)
     assert "hmac.compare_digest(" in source
     assert "== token" not in source and "token ==" not in source and "!= token" not in source
     seen: list[tuple[Any, Any]] = []
@@ -128,7 +128,7 @@ def test_token_comparison_uses_compare_digest(secured, monkeypatch):
         seen.append((a, b))
         return real(a, b)
 
-    monkeypatch.setattr(service.deps.hmac, "compare_digest", spy)
+    monkeypatch.setattr(seqtag.service.deps.hmac, "compare_digest", spy)
     assert call(secured, "GET", "/v1/dictionaries", None, auth("Bearer nope")).status_code == 401
     assert call(secured, "GET", "/v1/dictionaries", None, GOOD).status_code == 200
     assert len(seen) == 2
@@ -138,7 +138,7 @@ def test_token_comparison_uses_compare_digest(secured, monkeypatch):
     assert seen[1][0] == TOKEN_BYTES
     assert seen[0][0] == b"nope"
     # the route really depends on the result of that call
-    monkeypatch.setattr(service.deps.hmac, "compare_digest", lambda a, b: False)
+    monkeypatch.setattr(seqtag.service.deps.hmac, "compare_digest", lambda a, b: False)
     assert call(secured, "GET", "/v1/dictionaries", None, GOOD).status_code == 401
 
 
@@ -201,7 +201,7 @@ def test_token_never_appears_in_logs(make_settings, caplog, capsys, monkeypatch)
 
 def test_serve_errors_do_not_print_the_token(monkeypatch, capsys, tmp_path):
     """``seqtag serve`` with bad settings prints what is wrong, not the secret next to it."""
-    from service.main import run
+    from seqtag.service.main import run
 
     monkeypatch.setenv("SEQTAG_ADMIN_TOKEN", TOKEN)
     monkeypatch.setenv("SEQTAG_MAX_TEXTS", "not-a-number")
@@ -346,8 +346,8 @@ def test_a_stored_dictionary_outside_cannot_be_read(sandbox):
 
 def test_names_with_a_trailing_newline_are_refused(sandbox):
     """``$`` in a regular expression also matches before a final newline: names must match in full."""
-    from service.dictionaries import valid_name as dictionary_name
-    from service.registry import valid_name as model_name
+    from seqtag.service.dictionaries import valid_name as dictionary_name
+    from seqtag.service.registry import valid_name as model_name
 
     for check in (dictionary_name, model_name):
         assert check("brands") and check("zh-seg.v2_1")

@@ -8,8 +8,8 @@ import random
 import pytest
 from hypothesis import HealthCheck, given, settings as hsettings, strategies as st
 
-from models.codec import is_space
-from models.textsplit import split_text
+from seqtag.models.codec import is_space
+from seqtag.models.textsplit import split_text
 from tests.fixtures import ADVERBS, NOUNS, PRONOUNS, PUNCT, VERBS
 from tests.service.conftest import TEXTS, spans_ok
 
@@ -236,7 +236,7 @@ def test_offsets_property(client, texts):
 def test_pipeline_with_a_window_answers_as_the_service(client, models_dir):
     """``Pipeline.predict(..., window=SEQTAG_WINDOW_UNITS)`` (what ``seqtag predict`` does) cuts texts as the
     service does, so a text gets the same spans from the command line, Python and HTTP."""
-    from models.pipeline import Pipeline
+    from seqtag.models.pipeline import Pipeline
 
     long_text, _ = _long_text(1500, seed=5)
     texts = ["张伟明在北京工作。李娜明天去上海！他常常看电影", long_text, "", "  ", "我们。。"]

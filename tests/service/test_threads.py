@@ -8,7 +8,7 @@ import threading
 import pytest
 import torch
 
-from service.app import create_app, serving_threads
+from seqtag.service.app import create_app, serving_threads
 
 
 @pytest.mark.parametrize("setting, cores, expected", [(0, 1, 1), (0, 2, 1), (0, 16, 15), (3, 16, 3), (4, 2, 4)])
@@ -35,7 +35,7 @@ def test_auto_threads_are_applied_while_serving(make_settings):
 
 
 def test_app_caps_the_onednn_kernel_cache(monkeypatch, make_settings):
-    from service.app import KERNEL_CACHE_ENTRIES
+    from seqtag.service.app import KERNEL_CACHE_ENTRIES
 
     monkeypatch.delenv("ONEDNN_PRIMITIVE_CACHE_CAPACITY", raising=False)
     create_app(make_settings())

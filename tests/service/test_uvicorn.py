@@ -20,7 +20,8 @@ import httpx
 import pytest
 
 from bench.common import stop_process_group
-from service.settings import REPO_ROOT, Settings
+from seqtag.service.settings import Settings
+from tests.conftest import ROOT as REPO_ROOT
 
 THREADS = 8
 REQUESTS_PER_THREAD = 10
@@ -36,7 +37,7 @@ def free_port() -> int:
 @contextlib.contextmanager
 def serve(models_dir: Path, tmp_path: Path, attempts: int = 3,
           extra: tuple[str, ...] = ()) -> Iterator[tuple[str, subprocess.Popen, Path]]:
-    """``seqtag serve`` (``python -m training.cli serve``) on a free loopback port; killed at the end if still up.
+    """``seqtag serve`` (``python -m seqtag.cli serve``) on a free loopback port; killed at the end if still up.
 
     The port is picked free and then handed to the server, so another process may take it in between: the
     server then exits at once with "address already in use", and we try again with another port."""
@@ -47,7 +48,7 @@ def serve(models_dir: Path, tmp_path: Path, attempts: int = 3,
     for attempt in range(1, attempts + 1):
         port = free_port()
         log_path = tmp_path / f"server-{attempt}.log"
-        cmd = [sys.executable, "-m", "training.cli", "serve", "--models", str(models_dir),
+        cmd = [sys.executable, "-m", "seqtag.cli", "serve", "--models", str(models_dir),
                "--host", "127.0.0.1", "--port", str(port), "--device", "cpu", *extra]
         with open(log_path, "wb") as log:
             # its own process group, so the cleanup below also reaches --workers' worker processes
@@ -127,7 +128,7 @@ def test_keep_alive_outlasts_client_idle_expiry():
 def test_serve_passes_keep_alive_to_uvicorn(monkeypatch, tmp_path, workers):
     import uvicorn
 
-    from service.main import run
+    from seqtag.service.main import run
 
     calls = []
     monkeypatch.setattr(uvicorn, "run", lambda app, **kwargs: calls.append(kwargs))
@@ -231,13 +232,13 @@ def test_serve_no_int8_reaches_the_settings(monkeypatch, tmp_path, workers):
 
     import uvicorn
 
-    import service.main
-    from training.cli import build_parser, main
+    import seqtag.service.main
+    from seqtag.cli import build_parser, main
 
     assert build_parser().parse_args(["serve"]).int8 is None  # unset: SEQTAG_INT8 decides
     built = []
     monkeypatch.setattr(uvicorn, "run", lambda app, **kwargs: None)
-    monkeypatch.setattr(service.main, "create_app", lambda settings: built.append(settings))
+    monkeypatch.setattr(seqtag.service.main, "create_app", lambda settings: built.append(settings))
     for key in ("MODELS_DIR", "WORKERS", "DEVICE", "INT8"):
         monkeypatch.setenv(f"SEQTAG_{key}", "")
     monkeypatch.delenv("SEQTAG_INT8")

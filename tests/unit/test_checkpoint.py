@@ -14,8 +14,8 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-from models import checkpoint as ckpt_module
-from models.checkpoint import (
+from seqtag.models import checkpoint as ckpt_module
+from seqtag.models.checkpoint import (
     FORMAT_VERSION,
     CheckpointError,
     ModelMeta,
@@ -25,11 +25,11 @@ from models.checkpoint import (
     read_config,
     save_checkpoint,
 )
-from models.codec import Codec, CodecConfig
-from models.schemes import TagScheme, tag_vocabulary
-from models.tagger import TaggerConfig
-from training.config import TrainConfig
-from training.trainer import fingerprint
+from seqtag.models.codec import Codec, CodecConfig
+from seqtag.models.schemes import TagScheme, tag_vocabulary
+from seqtag.models.tagger import TaggerConfig
+from seqtag.training.config import TrainConfig
+from seqtag.training.trainer import fingerprint
 from tests.fixtures import write_ner_corpus
 
 TEXTS = ["张伟明在北京工作。", "李娜明天去上海。", "我们在杭州见到了刘洋。", "iPhone15很贵"]
@@ -507,9 +507,9 @@ def test_load_to_device_argument(saved):
 
 
 def test_compact_prunes_bigrams_keeps_dtype_and_marks_int8(tmp_path):
-    from models.pipeline import Pipeline
+    from seqtag.models.pipeline import Pipeline
     from tests.fixtures import train_tiny
-    from training.cli import main
+    from seqtag.cli import main
 
     run = train_tiny(tmp_path / "t", "seg", epochs=1, extra_flags=["--half-weights"])
     src = run / "best"
@@ -537,7 +537,7 @@ def test_compact_prunes_bigrams_keeps_dtype_and_marks_int8(tmp_path):
     loaded = Pipeline.load(channel, "cpu")
     assert {w.qscheme() for w in loaded.tagger.encoder.get_weight().values()} == {torch.per_channel_affine}
     assert loaded.predict(["我们在北京工作。"])[0]
-    from training.modelcard import render_card
+    from seqtag.training.modelcard import render_card
 
     assert "per-channel weight scales" in render_card(channel, "zh-seg", "ctb6")
     assert "per-channel weight scales" not in render_card(out, "zh-seg", "ctb6")
@@ -551,8 +551,8 @@ def test_compact_prunes_bigrams_keeps_dtype_and_marks_int8(tmp_path):
 
 @pytest.mark.parametrize("command", ["predict", "evaluate"])
 def test_int8_switch_on_the_command_line(tmp_path, monkeypatch, command):
-    from models.pipeline import Pipeline
-    from training.cli import build_parser, main
+    from seqtag.models.pipeline import Pipeline
+    from seqtag.cli import build_parser, main
 
     args = [command, "MODEL"] + (["DATA"] if command == "evaluate" else [])
     assert build_parser().parse_args(args).int8 is True
@@ -570,10 +570,10 @@ def test_int8_switch_on_the_command_line(tmp_path, monkeypatch, command):
 
 
 def test_compact_int8_embeddings_and_card(tmp_path):
-    from models.pipeline import Pipeline
+    from seqtag.models.pipeline import Pipeline
     from tests.fixtures import train_tiny
-    from training.cli import main
-    from training.modelcard import render_card
+    from seqtag.cli import main
+    from seqtag.training.modelcard import render_card
 
     run = train_tiny(tmp_path / "t", "seg", epochs=1)
     out = tmp_path / "q"

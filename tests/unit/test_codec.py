@@ -14,7 +14,7 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from models.codec import (
+from seqtag.models.codec import (
     BOUNDARY,
     PAD_ID,
     UNK_ID,
@@ -23,7 +23,7 @@ from models.codec import (
     Encoded,
     is_space,
 )
-from models.spans import Span
+from seqtag.models.spans import Span
 
 # --------------------------------------------------------------------------- helpers
 
@@ -501,7 +501,7 @@ def test_array_splitter_matches_the_tokenizer(codec, chars_codec, texts):
 
 
 def test_array_splitter_matches_the_tokenizer_on_every_plain_character(codec, chars_codec):
-    from models.codec import _SINGLE, _unit_classes
+    from seqtag.models.codec import _SINGLE, _unit_classes
 
     plain = np.flatnonzero(_unit_classes("latin_runs") == _SINGLE).tolist()
     # each character alone, between letters, digits, dots and itself
@@ -519,7 +519,7 @@ def test_array_splitter_matches_the_tokenizer_on_every_plain_character(codec, ch
 @settings(max_examples=60, deadline=None, derandomize=True)
 @given(st.sets(st.integers(0, 2**40), max_size=300), st.lists(st.integers(0, 2**40), max_size=50))
 def test_key_index_finds_every_key_and_only_them(keys, others):
-    from models.codec import KeyIndex
+    from seqtag.models.codec import KeyIndex
 
     keys = sorted(keys)
     index = KeyIndex(np.asarray(keys, dtype=np.int64), np.arange(len(keys), dtype=np.int64) + 10, -7)
@@ -530,7 +530,7 @@ def test_key_index_finds_every_key_and_only_them(keys, others):
 
 
 def test_key_index_with_colliding_keys_and_bad_keys():
-    from models.codec import KeyIndex
+    from seqtag.models.codec import KeyIndex
 
     keys = np.arange(0, 64 * 1000, 64, dtype=np.int64)  # regular strides: many share a home slot
     index = KeyIndex(keys, keys * 2, -1)

@@ -531,15 +531,15 @@ def train_command(services):
 
 
 def test_train_command_is_accepted_by_the_real_cli(train_command):
-    from training.cli import build_parser
+    from seqtag.cli import build_parser
 
     args = build_parser().parse_args(train_command[1:])
     assert args.command == "train" and args.config and not args.resume
 
 
 def test_train_command_builds_a_valid_config_from_an_existing_recipe(train_command, services, images):
-    from training.cli import TASK_DEFAULTS, _layers_from_args, build_parser
-    from training.config import build_config, load_config_file
+    from seqtag.cli import TASK_DEFAULTS, _layers_from_args, build_parser
+    from seqtag.training.config import build_config, load_config_file
 
     args = build_parser().parse_args(train_command[1:])
     image = image_of(services["train"], images)
@@ -553,7 +553,7 @@ def test_train_command_builds_a_valid_config_from_an_existing_recipe(train_comma
 
 
 def test_train_paths_fall_in_the_right_mounts(train_command, compose, services, images):
-    from training.cli import _layers_from_args, build_parser
+    from seqtag.cli import _layers_from_args, build_parser
 
     flags = _layers_from_args(build_parser().parse_args(train_command[1:]))
     service = services["train"]
@@ -564,7 +564,7 @@ def test_train_paths_fall_in_the_right_mounts(train_command, compose, services, 
     export = PurePosixPath(flags["export"])
     assert export.parent == PurePosixPath(models_dir), f"--export {export} is not a model directory in {models_dir}"
     if SETTINGS_PY.exists():
-        from service.settings import NAME_PATTERN
+        from seqtag.service.settings import NAME_PATTERN
 
         assert re.match(NAME_PATTERN, export.name), f"the service would not load a model named {export.name!r}"
 
@@ -589,7 +589,7 @@ def test_train_paths_fall_in_the_right_mounts(train_command, compose, services, 
 def test_seqtag_variables_are_real_settings(stages, services):
     if not SETTINGS_PY.exists():
         pytest.skip("service/settings.py not written yet")
-    from service.settings import Settings
+    from seqtag.service.settings import Settings
 
     fields = set(Settings.model_fields)
     names = set()

@@ -8,8 +8,8 @@ import pytest
 import numpy as np
 import torch
 
-from models.crf import CRF
-from models.schemes import TagScheme, allowed_transitions, tag_vocabulary
+from seqtag.models.crf import CRF
+from seqtag.models.schemes import TagScheme, allowed_transitions, tag_vocabulary
 
 LENGTHS = [3, 0, 1, 4, 2]  # deliberately unequal, with an empty sentence
 
@@ -274,7 +274,7 @@ def test_bad_arguments_raise():
 @pytest.mark.parametrize("constrained", [True, False])
 def test_numpy_and_tensor_viterbi_agree(longest_first, constrained):
     """CPU decoding runs the numpy recursion, CUDA the tensor one: same paths, same scores."""
-    from models.crf import _viterbi_numpy, _viterbi_torch
+    from seqtag.models.crf import _viterbi_numpy, _viterbi_torch
 
     gen = torch.Generator().manual_seed(3)
     num_tags = 5
@@ -314,7 +314,7 @@ def _orphan(num_tags: int) -> torch.Tensor:
 def test_sparse_viterbi_is_the_dense_one(constraint, masked):
     """Many tags: the CPU Viterbi that scores only allowed predecessors gives exactly the dense recursion's
     paths and scores, with tag masks too (conflicting ones included, where a disallowed transition can win)."""
-    from models.crf import NEG, _viterbi_numpy, _viterbi_numpy_sparse
+    from seqtag.models.crf import NEG, _viterbi_numpy, _viterbi_numpy_sparse
 
     num_tags, allowed = {
         "bmes": lambda: _many_tags(TagScheme.BMES, 9),  # 36 tags
@@ -345,7 +345,7 @@ def test_sparse_viterbi_is_the_dense_one(constraint, masked):
 
 
 def test_cpu_viterbi_goes_sparse_for_many_tags_and_big_batches(monkeypatch):
-    import models.crf as crf_module
+    import seqtag.models.crf as crf_module
 
     calls = []
     sparse = crf_module._viterbi_numpy_sparse

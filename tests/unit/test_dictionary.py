@@ -10,9 +10,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from models.dictionary import Dictionary, DictionaryError, parse_entry_line, read_dictionary, without_labels
-from models.pipeline import Pipeline
-from models.spans import Span
+from seqtag.models.dictionary import Dictionary, DictionaryError, parse_entry_line, read_dictionary, without_labels
+from seqtag.models.pipeline import Pipeline
+from seqtag.models.spans import Span
 
 CHECKPOINTS = Path(__file__).resolve().parents[2] / "checkpoints"
 pytestmark = pytest.mark.usefixtures("one_thread")

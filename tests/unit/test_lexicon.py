@@ -6,13 +6,13 @@ import numpy as np
 import pytest
 import torch
 
-from models.checkpoint import build_tagger, load_checkpoint, save_checkpoint, ModelMeta
-from models.codec import Codec, CodecConfig
-from models.dictionary import DictionaryError
-from models.lexicon import Lexicon, LexiconSource, group_of
-from models.pipeline import Pipeline
-from models.schemes import TagScheme, tag_vocabulary
-from models.tagger import TaggerConfig
+from seqtag.models.checkpoint import build_tagger, load_checkpoint, save_checkpoint, ModelMeta
+from seqtag.models.codec import Codec, CodecConfig
+from seqtag.models.dictionary import DictionaryError
+from seqtag.models.lexicon import Lexicon, LexiconSource, group_of
+from seqtag.models.pipeline import Pipeline
+from seqtag.models.schemes import TagScheme, tag_vocabulary
+from seqtag.models.tagger import TaggerConfig
 
 TEXTS = ["北京大学生在杭州工作", "我喜欢iPhone15手机", "张三 丰在 北京"]
 ENTRIES = [("北京", "ns"), ("北京大学", "nt"), ("大学生", "n"), ("杭州", "ns"), ("张三丰", "nr"), ("iphone15", ""),

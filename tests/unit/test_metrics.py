@@ -9,8 +9,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from models.spans import Example, Span
-from training.metrics import (
+from seqtag.models.spans import Example, Span
+from seqtag.training.metrics import (
     ner_scores,
     pos_scores,
     scores_for_task,

@@ -22,14 +22,14 @@ import torch
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from models.checkpoint import ModelMeta, build_tagger
-from models.codec import is_space
-from models.dictionary import Dictionary, DictionaryError
-from models.pipeline import Pipeline
-from models.schemes import TagScheme, tag_vocabulary
-from models.spans import Span
-from models.tagger import TaggerConfig
-from models.textsplit import split_text
+from seqtag.models.checkpoint import ModelMeta, build_tagger
+from seqtag.models.codec import is_space
+from seqtag.models.dictionary import Dictionary, DictionaryError
+from seqtag.models.pipeline import Pipeline
+from seqtag.models.schemes import TagScheme, tag_vocabulary
+from seqtag.models.spans import Span
+from seqtag.models.tagger import TaggerConfig
+from seqtag.models.textsplit import split_text
 from tests.fixtures import NOUNS, PERSONS, PLACES, train_tiny
 
 # ---- strategies -----------------------------------------------------------------------

@@ -10,9 +10,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from models.schemes import TagScheme
-from models.spans import Example, Span
-from training.readers import (
+from seqtag.models.schemes import TagScheme
+from seqtag.models.spans import Example, Span
+from seqtag.training.readers import (
     FORMATS,
     CorpusError,
     ReadStats,
@@ -593,7 +593,7 @@ def texts_with_spans(draw):
 
 
 def _table(examples):
-    from models.spans import SpanTable
+    from seqtag.models.spans import SpanTable
 
     return SpanTable.from_lists([ex.spans for ex in examples])
 
@@ -601,7 +601,7 @@ def _table(examples):
 @settings(max_examples=300, deadline=None, derandomize=True)
 @given(texts_with_spans())
 def test_seg_lines_writes_what_write_corpus_writes(examples):
-    from training.readers import seg_lines
+    from seqtag.training.readers import seg_lines
 
     expected = io.StringIO()
     write_corpus(examples, expected, "seg")
@@ -609,7 +609,7 @@ def test_seg_lines_writes_what_write_corpus_writes(examples):
 
 
 def test_seg_lines_rejects_bad_spans():
-    from training.readers import seg_lines
+    from seqtag.training.readers import seg_lines
 
     with pytest.raises(ValueError, match="outside"):
         seg_lines(["ab"], _table([Example("ab", [Span(0, 3)])]))
@@ -621,6 +621,6 @@ def test_seg_lines_rejects_bad_spans():
 
 
 def test_split_spaces_are_what_str_split_splits_on():
-    from training.readers import SPLIT_SPACES
+    from seqtag.training.readers import SPLIT_SPACES
 
     assert sorted(SPLIT_SPACES.tolist()) == [c for c in range(0x110000) if chr(c).isspace()]

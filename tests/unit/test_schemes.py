@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from models.schemes import (
+from seqtag.models.schemes import (
     END,
     START,
     TagScheme,

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from models.checkpoint import read_config
-from models.pipeline import Pipeline
-from training.modelcard import CORPORA, render_card
+from seqtag.models.checkpoint import read_config
+from seqtag.models.pipeline import Pipeline
+from seqtag.training.modelcard import CORPORA, render_card
 
 ROOT = Path(__file__).resolve().parents[2]
 CHECKPOINTS = ROOT / "checkpoints"
@@ -38,7 +38,7 @@ def test_card_matches_checkpoint(name):
     task, corpus = SHIPPED[name]
     assert config["task"] == task
     card = (directory / "README.md").read_text(encoding="utf-8")
-    assert card == render_card(directory, name, corpus), "model card is stale: rerun python -m training.modelcard"
+    assert card == render_card(directory, name, corpus), "model card is stale: rerun python -m seqtag.training.modelcard"
     assert CORPORA[corpus]["licence"] in card
     f1 = config["dev_metrics"]["f1"]
     assert f"| f1 | {f1:.2f} |" in card

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from models.spans import Span, SpanTable
+from seqtag.models.spans import Span, SpanTable
 
 ROWS = [[Span(0, 2, "PER"), Span(3, 5, "LOC")], [], [Span(1, 4, "PER")]]
 

@@ -8,12 +8,12 @@ import copy
 import pytest
 import torch
 
-from models.checkpoint import ModelMeta, build_tagger
-from models.codec import Codec, CodecConfig, is_space
-from models.pipeline import Pipeline, plan_batches
-from models.schemes import TagScheme, allowed_transitions, spans_to_tags, tag_vocabulary
-from models.spans import Span
-from models.tagger import ConvEncoder, Tagger, TaggerConfig
+from seqtag.models.checkpoint import ModelMeta, build_tagger
+from seqtag.models.codec import Codec, CodecConfig, is_space
+from seqtag.models.pipeline import Pipeline, plan_batches
+from seqtag.models.schemes import TagScheme, allowed_transitions, spans_to_tags, tag_vocabulary
+from seqtag.models.spans import Span
+from seqtag.models.tagger import ConvEncoder, Tagger, TaggerConfig
 
 CORPUS = [
     "我爱北京天安门",
@@ -465,7 +465,7 @@ def test_int8_rnn_calls_the_packed_overload_directly(codec, encoder, monkeypatch
     fallback (which formats every argument into an error message first)."""
     from torch.ao.quantization import quantize_dynamic
 
-    from models.runtime import quantize_int8
+    from seqtag.models.runtime import quantize_int8
 
     tagger, _ = make_tagger(codec, encoder=encoder)
     tagger.eval()
@@ -491,7 +491,7 @@ def test_int8_rnn_calls_the_packed_overload_directly(codec, encoder, monkeypatch
 
 @pytest.mark.filterwarnings("ignore::DeprecationWarning", "ignore::UserWarning")  # torch.ao's own
 def test_int8_quantises_the_projection_only_when_it_has_many_tags(codec):
-    from models.runtime import INT8_MIN_LINEAR_OUT, quantize_int8
+    from seqtag.models.runtime import INT8_MIN_LINEAR_OUT, quantize_int8
 
     few, _ = make_tagger(codec)
     labels = tuple(f"L{i}" for i in range(INT8_MIN_LINEAR_OUT // 4 + 1))
@@ -506,7 +506,7 @@ def test_int8_quantises_the_projection_only_when_it_has_many_tags(codec):
 def test_int8_per_channel_weights(codec, encoder):
     """per_channel=True: one weight scale per output row, in the RNN and a many-tag projection alike; the
     emissions stay close to float32 ones."""
-    from models.runtime import INT8_MIN_LINEAR_OUT, quantize_int8
+    from seqtag.models.runtime import INT8_MIN_LINEAR_OUT, quantize_int8
 
     labels = tuple(f"L{i}" for i in range(INT8_MIN_LINEAR_OUT // 4 + 1))
     tagger, _ = make_tagger(codec, encoder=encoder, labels=labels)

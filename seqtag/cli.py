@@ -19,8 +19,8 @@ from typing import Any, Sequence
 
 from pydantic import BaseModel
 
-from models.textsplit import DEFAULT_WINDOW
-from training.config import SECTIONS, TrainConfig
+from seqtag.models.textsplit import DEFAULT_WINDOW
+from seqtag.training.config import SECTIONS, TrainConfig
 
 # Task defaults: what the command as written should train well (tuned on the shared corpora).
 TASK_DEFAULTS: dict[str, dict[str, Any]] = {
@@ -104,7 +104,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     _train_parser(sub)
     e = sub.add_parser("evaluate", help="score a model on a labelled file")
-    e.add_argument("model")
+    e.add_argument("model", help="a model name (zh-seg, zh-seg-fast, zh-pos, zh-ner) or a checkpoint directory")
     e.add_argument("data")
     e.add_argument("--format", choices=["seg", "conllu", "column", "wordpos", "jsonl"])
     e.add_argument("--tag-column", choices=["upos", "xpos", "none"])
@@ -112,7 +112,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--device", default="auto")
     e.add_argument("--json", action="store_true", help="print one JSON object")
     pr = sub.add_parser("predict", help="tag raw text, one document per line")
-    pr.add_argument("model")
+    pr.add_argument("model", help="a model name (zh-seg, zh-seg-fast, zh-pos, zh-ner) or a checkpoint directory")
     pr.add_argument("input", nargs="?", help="input file (default: stdin)")
     pr.add_argument("--format", choices=["seg", "column", "wordpos", "jsonl"], default=None,
                     help="output format (default: seg for seg/pos models, jsonl for ner; wordpos: word_TAG tokens, "
@@ -187,15 +187,15 @@ def _layers_from_args(args: argparse.Namespace) -> dict[str, Any]:
     if args.task:
         flags["task"] = args.task
     if args.label_map:
-        from training.readers import parse_label_map
+        from seqtag.training.readers import parse_label_map
 
         flags["label_map"] = parse_label_map(args.label_map)
     return flags
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from training.config import build_config, load_config_file
-    from training.trainer import STATE_JSON, Trainer
+    from seqtag.training.config import build_config, load_config_file
+    from seqtag.training.trainer import STATE_JSON, Trainer
 
     flags = _layers_from_args(args)
     if args.resume:
@@ -268,7 +268,7 @@ def _batch_workers(pipeline, requested: int | None) -> int:
     shared out among them as torch threads."""
     import torch
 
-    from models.runtime import usable_cores
+    from seqtag.models.runtime import usable_cores
 
     if requested is not None and requested < 1:
         raise UsageError(f"--workers must be at least 1, not {requested}")
@@ -285,9 +285,10 @@ def _load_pipeline(model: str, device: str, int8: bool = True):
     collecting = gc.isenabled()
     gc.disable()
     try:
-        from models.pipeline import Pipeline
+        from seqtag import resolve
+        from seqtag.models.pipeline import Pipeline
 
-        pipeline = Pipeline.load(model, device, int8=int8)
+        pipeline = Pipeline.load(resolve(model), device, int8=int8)
         if _program:
             # torch's import leaves ~175k long-lived objects that each full collection walks (~30 ms, more
             # than a third of a pass over CTB6 dev with zh-seg-fast); the command runs to its end, so they
@@ -303,8 +304,8 @@ def read_gold(pipeline, data: str | Path, fmt: str | None = None, tag_column: st
               label_map: dict[str, str] | None = None) -> list:
     """The labelled file ``data`` as ``pipeline``'s task sees it (``Example`` list); unset options come from
     the model's training config."""
-    from training.readers import read_corpus
-    from training.trainer import for_task
+    from seqtag.training.readers import read_corpus
+    from seqtag.training.trainer import for_task
 
     training = pipeline.meta.extra.get("training", {})
     fmt = fmt or training.get("format", "seg")
@@ -316,8 +317,8 @@ def read_gold(pipeline, data: str | Path, fmt: str | None = None, tag_column: st
 def score_predictions(pipeline, gold: list, predicted: list, oov: bool = True) -> dict[str, Any]:
     """Metrics of ``predicted`` spans (one list per gold example) for ``pipeline``'s task; ``oov``: also OOV
     recall (seg/pos) or seen/unseen entity recall (ner), from the training words stored in the checkpoint."""
-    from models.spans import Example, Span
-    from training.metrics import scores_for_task
+    from seqtag.models.spans import Example, Span
+    from seqtag.training.metrics import scores_for_task
 
     vocab = _train_vocab(pipeline) if oov else None
     gold_labels = {s.label for e in gold for s in e.spans} - {""}
@@ -350,7 +351,7 @@ def score_pipeline(pipeline, data: str, fmt: str | None = None, tag_column: str 
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from training.readers import parse_label_map
+    from seqtag.training.readers import parse_label_map
 
     pipeline = _load_pipeline(args.model, args.device, args.int8)
     label_map = parse_label_map(args.label_map) if args.label_map else None
@@ -372,7 +373,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 def _train_vocab(pipeline) -> set[str] | None:
     """Words (seg/pos) or entity texts (ner) of the model's training corpus: stored in the checkpoint
     (``seen.json``), or for a checkpoint without it read from its training file when that is still there."""
-    from training.metrics import word_vocabulary
+    from seqtag.training.metrics import word_vocabulary
 
     if pipeline.meta.seen is not None:
         return pipeline.meta.seen
@@ -384,7 +385,7 @@ def _train_vocab(pipeline) -> set[str] | None:
 
 def _dictionary(pipeline, args: argparse.Namespace):
     """The ``--dictionary`` files' entries as the model's matcher (None without any)."""
-    from models.dictionary import DictionaryError, read_dictionary, without_labels
+    from seqtag.models.dictionary import DictionaryError, read_dictionary, without_labels
 
     if not args.dictionary:
         return None
@@ -440,8 +441,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 def _predict_chunk(pipeline, texts: list[str], fmt: str, sink, batch_size: int, workers: int = 1,
                    dictionary=None, window: int | None = None, scores: bool = False) -> None:
-    from models.spans import Example
-    from training.readers import seg_lines, write_corpus
+    from seqtag.models.spans import Example
+    from seqtag.training.readers import seg_lines, write_corpus
 
     if not texts:
         return
@@ -458,8 +459,8 @@ def cmd_compact(args: argparse.Namespace) -> int:
     """Prune and/or halve a checkpoint; evaluate the result on dev before shipping it."""
     import torch
 
-    from models.checkpoint import load_checkpoint, save_checkpoint, stored_as, update_config
-    from models.pipeline import Pipeline
+    from seqtag.models.checkpoint import load_checkpoint, save_checkpoint, stored_as, update_config
+    from seqtag.models.pipeline import Pipeline
 
     tagger, codec, meta = load_checkpoint(args.model, "cpu")
     source = stored_as(meta.extra)
@@ -491,7 +492,7 @@ def cmd_compact(args: argparse.Namespace) -> int:
 
 def cmd_serve(args: argparse.Namespace) -> int:
     try:
-        from service.main import run
+        from seqtag.service.main import run
     except ImportError as exc:
         raise UsageError(f"the service is not available: {exc}") from None
     return run(models=args.models, host=args.host, port=args.port, device=args.device, workers=args.workers,
@@ -511,9 +512,9 @@ def _one_line(exc: BaseException) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from models.checkpoint import CheckpointError
-    from training.readers import CorpusError
-    from training.trainer import TrainingError
+    from seqtag.models.checkpoint import CheckpointError
+    from seqtag.training.readers import CorpusError
+    from seqtag.training.trainer import TrainingError
 
     global _finished
     parser = build_parser()
@@ -542,7 +543,7 @@ _program = False  # main() runs as the ``seqtag`` program (entry()), not called 
 
 
 def entry() -> None:
-    """The ``seqtag`` program (and ``python -m training.cli``)."""
+    """The ``seqtag`` program (and ``python -m seqtag.cli``)."""
     global _program
     _program = True
     status = main()

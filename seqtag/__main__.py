@@ -1,0 +1,3 @@
+from seqtag.cli import entry
+
+entry()
