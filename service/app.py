@@ -12,6 +12,7 @@ from typing import AsyncIterator
 import torch
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
+from fastapi.responses import HTMLResponse
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -65,6 +66,23 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
 # loop's time under load, so they are off (on FastAPI versions that have them).
 _NO_TELEMETRY = ({"telemetry": {"tracing": False, "metrics": False, "logs": False}}
                  if "telemetry" in inspect.signature(FastAPI.__init__).parameters else {})
+
+
+def _offline_docs(app: FastAPI) -> None:
+    """Swagger UI at ``/docs`` from local files (FastAPI's default page loads them from a CDN, so it stays blank
+    on a machine without internet access)."""
+    from fastapi.openapi.docs import get_swagger_ui_html
+    from fastapi.staticfiles import StaticFiles
+    from swagger_ui_bundle import swagger_ui_path
+
+    app.mount("/docs/static", StaticFiles(directory=swagger_ui_path), name="swagger-ui")
+
+    @app.get("/docs", include_in_schema=False)
+    async def docs() -> HTMLResponse:
+        return get_swagger_ui_html(openapi_url=app.openapi_url or "/openapi.json", title="seqtag API",
+                                   swagger_js_url="/docs/static/swagger-ui-bundle.js",
+                                   swagger_css_url="/docs/static/swagger-ui.css",
+                                   swagger_favicon_url="/docs/static/favicon-32x32.png")
 
 
 def serving_threads(setting: int, cores: int | None = None) -> int:
@@ -135,8 +153,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         description=DESCRIPTION,
         lifespan=lifespan,
         default_response_class=JSONResponse,
+        docs_url=None,  # served below from the swagger-ui-bundle package's files: /docs works offline
+        redoc_url=None,
         **_NO_TELEMETRY,
     )
+    _offline_docs(app)
     app.state.settings = settings
     app.state.metrics = Metrics()
     app.state.admission = Admission(settings.queue_budget_chars, settings.large_request_share,

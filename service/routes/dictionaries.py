@@ -81,6 +81,9 @@ async def put_dictionary(name: str, request: Request, store: StoreDep, settings:
         raise ServiceError(415, "unsupported_media_type", "send the entries as JSON ('Content-Type: application/"
                            "json') or as dictionary lines ('Content-Type: text/plain; charset=utf-8'), not "
                            f"{clip(content_type or 'no content type')}")
+    if not entries:  # e.g. curl's --data-binary @FILE for a file that is not there: an empty body
+        raise ServiceError(422, "empty_dictionary", "the upload has no entries (text/plain: every line is blank "
+                           "or a comment); to remove a stored dictionary, DELETE it")
     if len(entries) > settings.max_dictionary_entries:
         raise ServiceError(413, "dictionary_too_large", f"{len(entries)} entries; the limit is "
                            f"{settings.max_dictionary_entries}")

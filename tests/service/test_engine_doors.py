@@ -127,3 +127,18 @@ def test_models_may_be_a_checkpoint_a_run_or_a_directory_of_either(tmp_path, tra
     assert _directories(run / "best") == {"myrun": run / "best"}  # the path the trainer prints
     shutil.copytree(trained["ner"], tmp_path / "zh-ner")
     assert _directories(tmp_path) == {"myrun": run / "best", "zh-ner": tmp_path / "zh-ner"}
+
+
+@pytest.mark.parametrize("kwargs", [{"json": {"entries": []}},
+                                    {"content": b"# only a comment\n\n", "headers": {"content-type": "text/plain"}}])
+def test_an_upload_without_entries_is_refused(lex_client, kwargs):
+    error = assert_error(lex_client.put("/v1/dictionaries/empty", **kwargs), 422)
+    assert error["code"] == "empty_dictionary"
+    assert "empty" not in lex_client.get("/v1/dictionaries").json()["dictionaries"]
+
+
+def test_swagger_ui_is_served_without_a_cdn(lex_client):
+    page = lex_client.get("/docs")
+    assert page.status_code == 200 and "cdn" not in page.text.lower() and "/docs/static/swagger-ui-bundle.js" in page.text
+    assert lex_client.get("/docs/static/swagger-ui-bundle.js").status_code == 200
+    assert lex_client.get("/docs/static/swagger-ui.css").status_code == 200
