@@ -17,8 +17,8 @@ CHECKPOINTS = ROOT / "checkpoints"
 SHIPPED = {"zh-seg": ("seg", "ctb6"), "zh-seg-fast": ("seg", "ctb6"), "zh-pos": ("pos", "ud-gsd"),
            "zh-ner": ("ner", "msra-news")}
 # Dev F1 each shipped model must keep (the tagging-core issue's targets; zh-seg-fast: the speed variant's bar)
-DEV_TARGETS = {"zh-seg": 95.8, "zh-seg-fast": 95.5, "zh-pos": 89.0, "zh-ner": 89.5}
-MAX_BYTES = 10 * 1024 * 1024
+DEV_TARGETS = {"zh-seg": 96.4, "zh-seg-fast": 95.5, "zh-pos": 89.0, "zh-ner": 89.5}
+MAX_BYTES = 15 * 1000 * 1000  # the lexicon issue's bound: a model with its lexicon stays under 15 MB
 SAMPLE = "张三在北京大学读书，后来去了上海的阿里巴巴工作。iPhone15 售价 5999 元。"
 
 
@@ -101,3 +101,24 @@ def test_traditional_text_tags_like_its_simplified_form(name):
     pipeline = Pipeline.load(CHECKPOINTS / name, "cpu")
     traditional, simplified = "我愛北京天安門，張三在臺灣大學讀書。", "我爱北京天安门，张三在台湾大学读书。"
     assert pipeline.predict([traditional]) == pipeline.predict([simplified])
+
+
+def test_a_soft_dictionary_is_weighed_and_a_hard_one_obeyed():
+    """zh-seg reads jieba's lexicon: a soft entry changes the words where the context agrees with it, the context
+    overrules it where it does not, and a hard entry always wins."""
+    nlp = Pipeline.load(CHECKPOINTS / "zh-seg", device="cpu")
+    if nlp.codec.lexicon is None:
+        pytest.skip("zh-seg ships without lexicon features")
+
+    def words(text: str, **kw) -> list[str]:
+        return [text[s.start:s.end] for s in nlp.predict([text], **kw)[0]]
+
+    text = "李达康在京州市委工作。"  # a made-up city: the model alone splits it
+    assert "京州" not in words(text)
+    assert "京州" in words(text, dictionary=["京州"], dictionary_mode="soft")
+    text = "北京大学生前来应聘。"  # students of Beijing, not Peking University: the context overrules a soft entry
+    assert words(text, dictionary=["北京大学"], dictionary_mode="soft")[:2] == ["北京", "大学生"]
+    assert words(text, dictionary=["北京大学"])[0] == "北京大学"  # hard always wins
+    text = "易学习是吕州市委书记。"
+    assert words(text, dictionary=["易学习"], dictionary_mode="soft")[:2] == ["易", "学习"]
+    assert words(text, dictionary=["易学习"])[0] == "易学习"
