@@ -274,8 +274,9 @@ class KeyIndex:
     _EMPTY = -1
 
     def __init__(self, keys: np.ndarray, values: np.ndarray, missing: int):
-        if len(np.unique(keys)) != len(keys) or (keys < 0).any():
-            raise ValueError("KeyIndex keys must be distinct and non-negative")
+        """``keys``: sorted and distinct (as ``np.unique`` gives them), non-negative."""
+        if len(keys) and (keys[0] < 0 or not (keys[1:] > keys[:-1]).all()):
+            raise ValueError("KeyIndex keys must be sorted, distinct and non-negative")
         self.missing = missing
         self.count = len(keys)
         self.bits = max(4, int(np.ceil(np.log2(max(len(keys), 1) * 4))))
@@ -288,11 +289,12 @@ class KeyIndex:
         while len(pending):  # round p places the keys still waiting at home + p, where free
             slot = (home[pending] + self.probes) & (size - 1)
             free = np.flatnonzero(self.keys[slot] == self._EMPTY)
-            taken, first = np.unique(slot[free], return_index=True)  # one key per free slot
-            winners = pending[free[first]]
-            self.keys[taken], self.values[taken] = keys[winners], values[winners]
+            wanted, want_key = slot[free], keys[pending[free]]
+            self.keys[wanted] = want_key  # keys wanting the same slot: one of them lands (the keys are distinct)
+            won = self.keys[wanted] == want_key
+            self.values[wanted[won]] = values[pending[free[won]]]
             placed = np.zeros(len(pending), dtype=bool)
-            placed[free[first]] = True
+            placed[free[won]] = True
             pending = pending[~placed]
             self.probes += 1
 
