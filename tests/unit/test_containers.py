@@ -388,7 +388,8 @@ def test_build_context_copies_exist_and_are_not_dockerignored(stages):
 
 def test_the_build_copies_every_package_and_file_pyproject_needs(stages):
     project = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))
-    packages = [p.rstrip("*").rstrip(".") for p in project["tool"]["setuptools"]["packages"]["find"]["include"]]
+    # every folder a package is mapped from (models/, training/, service/, seqtag/, checkpoints/), top level
+    packages = {folder.split("/")[0] for folder in project["tool"]["setuptools"]["package-dir"].values()}
     needed = {"pyproject.toml", project["project"]["readme"], *packages}
     for stage in stages:
         copied: set[str] = set()
