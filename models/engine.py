@@ -136,3 +136,27 @@ def _forced_in_pieces(spans: Sequence[Span], cuts: Sequence[tuple[int, int]]) ->
                              "tag without a window")
         out[k].append(Span(span.start - bounds[k], span.end - bounds[k], span.label, span.score))
     return out
+
+
+def plan_batches(lengths: Sequence[int], max_batch: int, max_units: int,
+                 order: Sequence[int] | np.ndarray | None = None) -> list[list[int]]:
+    """Indices grouped into batches, in ``order`` (default: longest first), each batch closed before it would
+    hold more than ``max_batch`` items or its padded size (longest x items) pass ``max_units``. The one
+    planner of inference (longest first) and training (:func:`~training.trainer.make_batches`: shuffled
+    length buckets)."""
+    if order is None:
+        order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
+    batches: list[list[int]] = []
+    current: list[int] = []
+    width = 0
+    for i in order:
+        i = int(i)
+        wider = max(width, lengths[i])
+        if current and (len(current) >= max_batch or wider * (len(current) + 1) > max_units):
+            batches.append(current)
+            current, wider = [], lengths[i]
+        current.append(i)
+        width = wider
+    if current:
+        batches.append(current)
+    return batches

@@ -11,6 +11,7 @@ import numpy as np
 import torch
 
 from seqtag.models import engine
+from seqtag.models.engine import plan_batches
 from seqtag.models.checkpoint import ModelMeta, load_checkpoint
 from seqtag.models.codec import Codec, Encoded
 from seqtag.models.dictionary import Dictionary, DictionaryError, Entry, without_labels
@@ -264,18 +265,3 @@ class Pipeline:
     def label_names(self) -> list[str]:
         """The labels a :class:`SpanTable` of this model indexes ("" for plain words)."""
         return self.tag_table.labels
-
-def plan_batches(lengths: Sequence[int], max_batch: int, max_units: int) -> list[list[int]]:
-    """Group indices by length (longest first) so padded size stays within ``max_units``."""
-    order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
-    batches: list[list[int]] = []
-    current: list[int] = []
-    for i in order:
-        width = lengths[current[0]] if current else lengths[i]
-        if current and (len(current) >= max_batch or width * (len(current) + 1) > max_units):
-            batches.append(current)
-            current = []
-        current.append(i)
-    if current:
-        batches.append(current)
-    return batches

@@ -29,6 +29,7 @@ from safetensors.torch import load_file, save_file
 
 from seqtag.models.checkpoint import ModelMeta, build_tagger, load_checkpoint, save_checkpoint
 from seqtag.models.codec import UNK_ID, Codec, Encoded
+from seqtag.models.engine import plan_batches
 from seqtag.models.pipeline import Pipeline
 from seqtag.models.runtime import pick_device
 from seqtag.models.schemes import TagScheme, allowed_transitions, spans_to_tags, tag_vocabulary
@@ -109,17 +110,7 @@ def fingerprint(path: str) -> dict[str, Any]:
 def make_batches(lengths: Sequence[int], batch_size: int, max_units: int, rng: np.random.Generator) -> list[list[int]]:
     """Length-bucketed batches in random order: similar lengths together keep padding low."""
     noisy = np.asarray(lengths, dtype=np.float64) + rng.uniform(0, 2, len(lengths))
-    order = np.argsort(noisy)
-    batches, current, width = [], [], 0
-    for i in order:
-        width_next = max(width, lengths[i])
-        if current and (len(current) >= batch_size or width_next * (len(current) + 1) > max_units):
-            batches.append(current)
-            current, width_next = [], lengths[i]
-        current.append(int(i))
-        width = width_next
-    if current:
-        batches.append(current)
+    batches = plan_batches(lengths, batch_size, max_units, order=np.argsort(noisy))
     rng.shuffle(batches)
     return batches
 
