@@ -42,6 +42,19 @@ class DictionaryError(ValueError):
     pass
 
 
+#: Longest piece of a user's input (a word, a label, a name) quoted back in an error message.
+ECHO_CHARS = 64
+
+
+def clip(value: object, limit: int = ECHO_CHARS) -> str:
+    """``repr(value)`` for an error message, cut after ``limit`` characters of the value: a 100k-character
+    label comes back as its first characters and its length, not as a 100 KB reply."""
+    if isinstance(value, str) and len(value) > limit:
+        return f"{value[:limit]!r}... ({len(value):,} characters)"
+    text = repr(value)
+    return text if len(text) <= limit + 2 else text[:limit] + "..."
+
+
 class Dictionary:
     """Entries by normalised text, found leftmost-longest in texts.
 

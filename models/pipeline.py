@@ -14,7 +14,7 @@ from seqtag.models import engine
 from seqtag.models.engine import plan_batches
 from seqtag.models.checkpoint import ModelMeta, load_checkpoint
 from seqtag.models.codec import Codec, Encoded
-from seqtag.models.dictionary import Dictionary, DictionaryError, Entry, without_labels
+from seqtag.models.dictionary import Dictionary, DictionaryError, Entry, clip, without_labels
 from seqtag.models.lexicon import Lexicon
 from seqtag.models.runtime import pick_device, quantize_int8
 from seqtag.models.schemes import TagTable
@@ -118,7 +118,7 @@ class Pipeline:
         case, ...). Raises :class:`~models.dictionary.DictionaryError` for a label the model lacks."""
         if self.task == "seg":  # words only: a labelled entry (jieba's "word FREQ TAG") gives its word
             entries = without_labels(entries)
-        return self._check_labels(Dictionary(entries, normalize=self.codec.normalize,
+        return self.check_labels(Dictionary(entries, normalize=self.codec.normalize,
                                         normalize_many=self.codec.normalize_all))
 
     def soft_lexicon(self, dictionary: Dictionary | Iterable[Entry]) -> Lexicon:
@@ -130,14 +130,19 @@ class Pipeline:
         except ValueError as exc:
             raise DictionaryError(str(exc)) from None
 
-    def _check_labels(self, dictionary: Dictionary) -> Dictionary:
+    def check_labels(self, dictionary: Dictionary) -> Dictionary:
+        """``dictionary`` ready for this model: a segmenter's without its labels (it takes the words), others'
+        as it is; a :class:`~models.dictionary.DictionaryError` naming (at most five, clipped) labels the model
+        lacks."""
         if self.task == "seg" and dictionary.labels:
             return self.dictionary(dictionary.entries())
         unknown = sorted(dictionary.labels - set(self.meta.labels))
         if unknown:
             have = ", ".join(self.meta.labels) or "none: it only segments"
-            raise DictionaryError(f"dictionary label(s) {', '.join(map(repr, unknown))} are not labels of this "
-                                  f"{self.task} model (labels: {have})")
+            named = ", ".join(clip(label) for label in unknown[:5])
+            more = f" and {len(unknown) - 5} more" if len(unknown) > 5 else ""
+            raise DictionaryError(f"dictionary label(s) {named}{more} are not labels of this {self.task} model "
+                                  f"(labels: {have})")
         return dictionary
 
     def predict_table(
@@ -169,7 +174,7 @@ class Pipeline:
         if dictionary is not None:
             if forced is not None:
                 raise ValueError("give forced spans or a dictionary, not both")
-            matcher = (self._check_labels(dictionary) if isinstance(dictionary, Dictionary)
+            matcher = (self.check_labels(dictionary) if isinstance(dictionary, Dictionary)
                        else self.dictionary(dictionary))
             matcher = matcher if len(matcher) else None
         pieces = engine.prepare(texts, window, matcher, forced)

@@ -18,7 +18,8 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from seqtag.service.admission import Admission, Ticket
 from seqtag.service.dictionaries import DictionaryStore
-from seqtag.service.errors import ServiceError, clip
+from seqtag.models.dictionary import clip
+from seqtag.service.errors import ServiceError
 from seqtag.service.metrics import Metrics
 from seqtag.service.registry import ModelRegistry
 from seqtag.service.settings import Settings

@@ -36,19 +36,8 @@ _STATUS_CODES = {
 }
 
 
-#: Longest piece of a client's input (a name, a label, a header) quoted back in an error message.
-ECHO_CHARS = 64
 #: Longest error message sent at all (a last guard for texts quoted by code that does not clip them).
 MAX_MESSAGE_CHARS = 1024
-
-
-def clip(value: object, limit: int = ECHO_CHARS) -> str:
-    """``repr(value)`` for an error message, cut after ``limit`` characters of the value: a 100k-character
-    label comes back as its first characters and its length, not as a 100 KB reply."""
-    if isinstance(value, str) and len(value) > limit:
-        return f"{value[:limit]!r}... ({len(value):,} characters)"
-    text = repr(value)
-    return text if len(text) <= limit + 2 else text[:limit] + "..."
 
 
 def cap_message(message: str) -> str:

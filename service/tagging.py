@@ -22,7 +22,8 @@ from seqtag.models.lexicon import Lexicon
 from seqtag.models.spans import Span, SpanTable
 from seqtag.service.batcher import BatcherError, BatcherStopped, BatchFailed, DeadlineExceeded, Overloaded
 from seqtag.service.dictionaries import DictionaryNotFound, DictionaryStore, valid_name
-from seqtag.service.errors import ServiceError, clip
+from seqtag.models.dictionary import clip
+from seqtag.service.errors import ServiceError
 from seqtag.service.metrics import Metrics
 from seqtag.service.registry import LoadedModel
 from seqtag.service.responses import JSONResponse
@@ -143,14 +144,10 @@ class DictionarySpec:
                                    f"no stored dictionary named {self.stored!r}") from None
         else:
             dictionary = Dictionary(self.entries or (), normalize=codec.normalize, normalize_many=codec.normalize_all)
-        if model.task == "seg":  # a segmenter takes a labelled entry's word
-            dictionary = model.pipeline.dictionary(dictionary.entries()) if dictionary.labels else dictionary
-        unknown = sorted(dictionary.labels - set(model.labels))
-        if unknown:
-            have = ", ".join(model.labels) or "none: it only segments"
-            named = ", ".join(map(clip, unknown[:5])) + (f" and {len(unknown) - 5} more" if len(unknown) > 5 else "")
-            raise ServiceError(422, "unknown_label", f"dictionary label(s) {named} are "
-                               f"not labels of model {model.name!r} ({model.task}; labels: {have})")
+        try:
+            dictionary = model.pipeline.check_labels(dictionary)
+        except DictionaryError as exc:
+            raise ServiceError(422, "unknown_label", f"model {model.name!r}: {exc}") from None
         return dictionary if len(dictionary) else None
 
     def split_for_analyze(self, token_model: LoadedModel | None, ner_model: LoadedModel | None,

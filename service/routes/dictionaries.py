@@ -7,7 +7,8 @@ from fastapi import APIRouter, Request, Response
 from seqtag.models.dictionary import DictionaryError, entries_to_json, parse_entry_lines, to_entries
 from seqtag.service.deps import Admin, SettingsDep, StoreDep, is_json_content_type, is_text_content_type
 from seqtag.service.dictionaries import DictionaryNotFound, valid_name
-from seqtag.service.errors import ServiceError, clip
+from seqtag.models.dictionary import clip
+from seqtag.service.errors import ServiceError
 from seqtag.service.jsonbody import parse_json_body
 from seqtag.service.responses import JSONResponse
 from seqtag.service.schemas import ERROR_RESPONSES, DictionaryBody, DictionaryNames, DictionaryOut

@@ -9,7 +9,8 @@ from fastapi import APIRouter
 
 from seqtag.models.spans import Span
 from seqtag.service.deps import JSONBody, Service, ServiceDep
-from seqtag.service.errors import ServiceError, clip
+from seqtag.models.dictionary import clip
+from seqtag.service.errors import ServiceError
 from seqtag.service.registry import LoadedModel, ModelRegistry, valid_name
 from seqtag.service.responses import JSONResponse
 from seqtag.service.schemas import ERROR_RESPONSES, TagRequest, TagResponse
@@ -102,7 +103,7 @@ async def analyze(body: TagRequest, service: ServiceDep) -> JSONResponse:
     ``model`` and ``version`` are maps from task to model name / version. Dictionary entries without a
     label and with a POS label go to the token model, entries with an entity label to the ner model.
     """
-    settings, registry, store, metrics = service.settings, service.registry, service.store, service.metrics
+    settings, store = service.settings, service.store
     deadline = time.monotonic() + settings.request_timeout_s
     texts = request_texts(body, settings)
     with service.admit(request_cost(texts, body.dictionary)) as ticket:
