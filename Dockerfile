@@ -55,7 +55,8 @@ CMD ["seqtag", "serve"]
 FROM runtime AS gpu
 RUN pip install torch==2.13.0
 COPY --from=build /wheels /tmp/wheels
-RUN pip install /tmp/wheels/*.whl && rm -rf /tmp/wheels
+# jieba: `seqtag train --lexicon jieba` reads its dict.txt (MIT) at training time (the ctb6-seg recipe does)
+RUN pip install /tmp/wheels/*.whl "jieba>=0.42" && rm -rf /tmp/wheels
 COPY training/recipes /app/training/recipes
 COPY checkpoints /app/checkpoints
 RUN cp -a /app/checkpoints/. /models/ && chown -R seqtag:seqtag /models
@@ -65,7 +66,8 @@ USER seqtag
 FROM runtime AS cpu
 RUN pip install --index-url https://download.pytorch.org/whl/cpu torch==2.13.0
 COPY --from=build /wheels /tmp/wheels
-RUN pip install /tmp/wheels/*.whl && rm -rf /tmp/wheels
+# jieba: `seqtag train --lexicon jieba` reads its dict.txt (MIT) at training time (the ctb6-seg recipe does)
+RUN pip install /tmp/wheels/*.whl "jieba>=0.42" && rm -rf /tmp/wheels
 COPY training/recipes /app/training/recipes
 COPY checkpoints /app/checkpoints
 RUN cp -a /app/checkpoints/. /models/ && chown -R seqtag:seqtag /models

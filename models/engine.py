@@ -6,8 +6,10 @@
    still text, in one codec call, then one forward pass): one single-row :class:`SpanTable` per piece;
 3. :func:`assemble`: put the pieces' spans back onto their texts.
 
-``Pipeline.predict`` runs the three in a loop over planned batches; the service's handlers call
-:func:`prepare` and :func:`assemble`, its batcher's worker :func:`run` on batches it fills from many requests.
+``Pipeline.predict`` calls :func:`prepare`, encodes all pieces at once and tags them batch by batch
+(:func:`plan_batches`, :meth:`~models.pipeline.Pipeline.tag_encoded`: what :func:`run` does for one batch),
+then :func:`assemble`; the service's handlers call :func:`prepare` and :func:`assemble`, its batcher's worker
+:func:`run` on batches it fills from many requests.
 """
 
 from __future__ import annotations

@@ -7,6 +7,7 @@ one ``seqtag: error: ...`` line with exit status 2, never a traceback.
 from __future__ import annotations
 
 import argparse
+import enum
 import gc
 import json
 import logging
@@ -62,6 +63,14 @@ def _default_text(field: Any, section: str | None, name: str) -> str:
     return text + ("; " + ", ".join(differ) if differ else "")
 
 
+def _enum_of(annotation: Any) -> type[enum.Enum] | None:
+    """The Enum in ``annotation`` (``TagScheme | None`` -> TagScheme), if any."""
+    for arg in (annotation, *typing.get_args(annotation)):
+        if isinstance(arg, type) and issubclass(arg, enum.Enum):
+            return arg
+    return None
+
+
 def _add_model_flags(parser: argparse.ArgumentParser, model: type[BaseModel], dest_prefix: str, only=None) -> None:
     section = None if dest_prefix == "top." else dest_prefix.rstrip(".")
     for name, field in model.model_fields.items():
@@ -77,6 +86,8 @@ def _add_model_flags(parser: argparse.ArgumentParser, model: type[BaseModel], de
             parser.add_argument(_flag(name), action=argparse.BooleanOptionalAction, **options)
         elif origin is typing.Literal:
             parser.add_argument(_flag(name), choices=list(typing.get_args(annotation)), **options)
+        elif _enum_of(annotation) is not None:
+            parser.add_argument(_flag(name), choices=[m.value for m in _enum_of(annotation)], **options)
         elif annotation in (int, float):
             parser.add_argument(_flag(name), type=annotation, metavar=name.upper(), **options)
         else:

@@ -1,4 +1,4 @@
-"""Entry points: ``seqtag serve`` calls :func:`run`; ``uvicorn service.main:app`` builds the app from the
+"""Entry points: ``seqtag serve`` calls :func:`run`; ``uvicorn seqtag.service.main:app`` builds the app from the
 environment (``app`` is made on first access, so importing :func:`run` reads no settings)."""
 
 from __future__ import annotations

@@ -24,6 +24,7 @@ from typing import Any, Iterator
 
 import torch
 
+from seqtag.models.codec import LEXICON_FILE
 from seqtag.models.checkpoint import REQUIRED_FILES, CheckpointError, read_config
 from seqtag.models.pipeline import Pipeline
 from seqtag.service.batcher import Batcher
@@ -41,9 +42,11 @@ def valid_name(name: str) -> bool:
 
 
 def checkpoint_version(directory: Path) -> str:
-    """Content hash of the checkpoint's files (config, weights, tokenizer, codec): same files, same version."""
+    """Content hash of the checkpoint's files (config, weights, tokenizer, codec, and the lexicon when it has
+    one): same files, same version."""
     digest = hashlib.sha256()
-    for name in REQUIRED_FILES:
+    names = REQUIRED_FILES + ((LEXICON_FILE,) if (directory / LEXICON_FILE).exists() else ())
+    for name in names:
         path = directory / name
         try:
             with open(path, "rb") as fh:

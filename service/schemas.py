@@ -43,6 +43,9 @@ class TagRequest(BaseModel):
     dictionary_mode: Literal["hard", "soft"] = Field(
         "hard", description="hard: the dictionary's words are forced; soft: they are evidence the model weighs "
         "against the context (models trained with a lexicon; others answer 422)")
+    dictionary_words_only: StrictBool = Field(
+        False, description="use the dictionary's words without their labels (e.g. a jieba dictionary's tags, "
+        "which are not the model's)")
     scores: StrictBool = Field(False, description="add each span's confidence (min CRF marginal over its units)")
     offsets: Literal["codepoints", "utf16"] = Field(
         "codepoints", description="unit of start/end: Unicode code points (default) or UTF-16 code units"

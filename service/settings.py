@@ -45,11 +45,13 @@ class Settings(BaseSettings):
 
     device: Literal["auto", "cpu", "cuda"] = "auto"
     """Where models run: ``auto`` (CUDA when available, else CPU), ``cpu`` or ``cuda``."""
-    #: uvicorn worker processes; each has its own models and batchers (stateless replicas).
     workers: int = Field(1, ge=1, le=64)
-    #: Encoder precision on CUDA (the CRF always decodes in float32). float16 is faster; tests/integration/
-    #: test_cuda.py checks that it gives the same tags where CUDA is present. Ignored on CPU.
+    """uvicorn worker processes; each has its own models and batchers (stateless replicas) (default 1)."""
+
     cuda_precision: Literal["float32", "float16", "bfloat16"] = "float32"
+    """Encoder precision on CUDA (the CRF always decodes in float32); float16 is faster, and
+    tests/integration/test_cuda.py checks that it gives the same tags where CUDA is present. Ignored on CPU
+    (default float32)."""
 
     max_batch_size: int = Field(64, ge=1)
     """Most pieces (sentences/windows) in one forward pass (default 64; 1 disables batching)."""

@@ -17,7 +17,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from seqtag.models import engine
-from seqtag.models.dictionary import Dictionary, DictionaryError, Entry, to_entries
+from seqtag.models.dictionary import Dictionary, DictionaryError, Entry, to_entries, without_labels
 from seqtag.models.lexicon import Lexicon
 from seqtag.models.spans import Span, SpanTable
 from seqtag.service.batcher import BatcherError, BatcherStopped, BatchFailed, DeadlineExceeded, Overloaded
@@ -90,10 +90,12 @@ class DictionarySpec:
     entries: list[Entry] | None = None
     stored: str | None = None
     mode: str = "hard"  # "soft": the words join the model's lexicon for this request instead of being forced
+    words_only: bool = False  # the entries' words without their labels
 
     @classmethod
     def from_request(cls, value: list[str | DictionaryEntry] | str | None, settings: Settings,
-                     store: DictionaryStore, mode: str = "hard") -> "DictionarySpec | None":
+                     store: DictionaryStore, mode: str = "hard", words_only: bool = False
+                     ) -> "DictionarySpec | None":
         if value is None:
             return None
         if isinstance(value, str):
@@ -102,22 +104,23 @@ class DictionarySpec:
                                    "[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
             if value not in store.names():
                 raise ServiceError(404, "dictionary_not_found", f"no stored dictionary named {clip(value)}")
-            return cls(stored=value, mode=mode)
+            return cls(stored=value, mode=mode, words_only=words_only)
         if len(value) > settings.max_dictionary_entries:
             raise ServiceError(413, "dictionary_too_large", f"{len(value)} dictionary entries; the limit is "
                                f"{settings.max_dictionary_entries}")
         raw = [v if isinstance(v, str) else {"text": v.text, "label": v.label} for v in value]
         try:
-            return cls(entries=to_entries(raw), mode=mode)
+            return cls(entries=to_entries(raw), mode=mode, words_only=words_only)
         except DictionaryError as exc:
             raise ServiceError(422, "invalid_dictionary", f"dictionary {exc}") from None
 
     def _all_entries(self, store: DictionaryStore) -> list[Entry]:
         if self.entries is not None:
-            return self.entries
+            return without_labels(self.entries) if self.words_only else self.entries
         assert self.stored is not None
         try:
-            return store.entries(self.stored)
+            entries = store.entries(self.stored)
+            return without_labels(entries) if self.words_only else entries
         except DictionaryNotFound:
             raise ServiceError(404, "dictionary_not_found", f"no stored dictionary named {self.stored!r}") from None
         except DictionaryError as exc:
@@ -139,11 +142,14 @@ class DictionarySpec:
                 # same name and content hash = same codec, so the same normalisation
                 dictionary = store.compiled(self.stored, codec.normalize, key=(model.name, model.version),
                                             normalize_many=codec.normalize_all)
+                if self.words_only and dictionary.labels:
+                    dictionary = model.pipeline.dictionary(without_labels(dictionary.entries()))
             except DictionaryNotFound:
                 raise ServiceError(404, "dictionary_not_found",
                                    f"no stored dictionary named {self.stored!r}") from None
         else:
-            dictionary = Dictionary(self.entries or (), normalize=codec.normalize, normalize_many=codec.normalize_all)
+            dictionary = Dictionary(self._all_entries(store), normalize=codec.normalize,
+                                    normalize_many=codec.normalize_all)
         try:
             dictionary = model.pipeline.check_labels(dictionary)
         except DictionaryError as exc:
@@ -175,11 +181,12 @@ class DictionarySpec:
 
 
 async def dictionary_spec(value: list[str | DictionaryEntry] | str | None, settings: Settings,
-                          store: DictionaryStore, mode: str = "hard") -> DictionarySpec | None:
+                          store: DictionaryStore, mode: str = "hard", words_only: bool = False
+                          ) -> DictionarySpec | None:
     """:meth:`DictionarySpec.from_request`, off the event loop for a large inline dictionary."""
     if isinstance(value, list) and len(value) > _OFFLOAD_ENTRIES:
-        return await off_loop(DictionarySpec.from_request, value, settings, store, mode)
-    return DictionarySpec.from_request(value, settings, store, mode)
+        return await off_loop(DictionarySpec.from_request, value, settings, store, mode, words_only)
+    return DictionarySpec.from_request(value, settings, store, mode, words_only)
 
 
 def _heavy(spec: DictionarySpec) -> bool:

@@ -226,7 +226,12 @@ class Trainer:
         cfg = self.config
         labels = sorted({s.label for e in self.train_examples for s in e.spans})
         if cfg.init_from:
-            self.tagger, self.codec, old = load_checkpoint(cfg.init_from, "cpu")
+            from seqtag import resolve
+
+            self.tagger, self.codec, old = load_checkpoint(resolve(cfg.init_from), "cpu")
+            if cfg.lexicon:
+                raise TrainingError("--lexicon with --init-from: a fine-tuned model keeps the lexicon of the model "
+                                    "it starts from (its inputs are fixed); drop --lexicon, or train from scratch")
             if old.task != cfg.task:
                 raise TrainingError(f"--init-from model is a {old.task} model, not {cfg.task}")
             self.codec.extend(e.text for e in self.train_examples)

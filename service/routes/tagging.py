@@ -54,7 +54,8 @@ async def _tag(endpoint: str, body: TagRequest, service: ServiceDep) -> JSONResp
     deadline = time.monotonic() + settings.request_timeout_s
     texts = request_texts(body, settings)
     with service.admit(request_cost(texts, body.dictionary)) as ticket:
-        spec = await dictionary_spec(body.dictionary, settings, store, body.dictionary_mode)
+        spec = await dictionary_spec(body.dictionary, settings, store, body.dictionary_mode,
+                                      body.dictionary_words_only)
         model = pick_model(registry, endpoint, body.model)
         with model.lease():  # taken right after the lookup: a reload waits for it
             dictionary = await compile_dictionary(spec, model, store)
@@ -107,7 +108,8 @@ async def analyze(body: TagRequest, service: ServiceDep) -> JSONResponse:
     deadline = time.monotonic() + settings.request_timeout_s
     texts = request_texts(body, settings)
     with service.admit(request_cost(texts, body.dictionary)) as ticket:
-        spec = await dictionary_spec(body.dictionary, settings, store, body.dictionary_mode)
+        spec = await dictionary_spec(body.dictionary, settings, store, body.dictionary_mode,
+                                      body.dictionary_words_only)
         return await _analyze(texts, body, spec, service, deadline, ticket.low_priority)
 
 

@@ -142,3 +142,15 @@ def test_swagger_ui_is_served_without_a_cdn(lex_client):
     assert page.status_code == 200 and "cdn" not in page.text.lower() and "/docs/static/swagger-ui-bundle.js" in page.text
     assert lex_client.get("/docs/static/swagger-ui-bundle.js").status_code == 200
     assert lex_client.get("/docs/static/swagger-ui.css").status_code == 200
+
+
+def test_words_only_uses_a_tagged_dictionary_s_words(lex_client):
+    """A jieba-style dictionary's tags are not the pos model's labels: 422, unless only the words are used."""
+    body = {"text": "马云在杭州工作。", "dictionary": [{"text": "马云在", "label": "nr"}]}
+    assert_error(lex_client.post("/v1/pos", json=body), 422)
+    tokens = lex_client.post("/v1/pos", json=body | {"dictionary_words_only": True}).json()["results"][0]["tokens"]
+    assert tokens[0]["text"] == "马云在"
+    assert lex_client.put("/v1/dictionaries/tagged", json={"entries": body["dictionary"]}).status_code in (200, 201)
+    stored = lex_client.post("/v1/pos", json={"text": body["text"], "dictionary": "tagged",
+                                              "dictionary_words_only": True}).json()
+    assert stored["results"][0]["tokens"][0]["text"] == "马云在"
