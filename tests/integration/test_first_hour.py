@@ -80,3 +80,22 @@ def test_evaluate_warns_when_no_label_can_match(pos_run, tmp_path, capsys):
     main(["evaluate", str(pos_run / "best"), str(other), "--format", "wordpos"])
     err = capsys.readouterr().err
     assert "seqtag: warning: none of the file's labels" in err and "--tag-column none" in err
+
+
+def test_a_few_spans_inside_a_latin_run_are_left_out_not_fatal(tmp_path, capsys):
+    """Weibo's case: a handful of gold spans end inside a Latin/digit run. Training goes on without their
+    sentences and says so; past the threshold it stops and suggests --units chars."""
+    from tests.fixtures import write_ner_corpus
+
+    train = write_ner_corpus(tmp_path, "train.bmes", n=150, seed=3)
+    odd = "".join(f"{c} {t}\n" for c, t in zip("买iPhone15了", ["O", "B-ORG", "I-ORG", "I-ORG", "I-ORG", "I-ORG",
+                                                             "E-ORG", "O", "O", "O"]))
+    train.write_text(train.read_text(encoding="utf-8") + "\n" + odd, encoding="utf-8")
+    status = main(["train", "--task", "ner", "--train", str(train), "--out", str(tmp_path / "run"), "--epochs", "1",
+                   *TINY_FLAGS])
+    err = capsys.readouterr().err
+    assert status == 0 and "1 gold span(s) end inside a unit" in err and "1 sentence(s) are left out" in err
+    with pytest.raises(SystemExit):
+        main(["train", "--task", "ner", "--train", str(train), "--out", str(tmp_path / "run2"), "--epochs", "1",
+              "--max-misaligned", "0.001", *TINY_FLAGS])
+    assert "--units chars" in capsys.readouterr().err
