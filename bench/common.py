@@ -428,3 +428,8 @@ class MemoryWatch:
     def stop(self) -> None:
         self._stop.set()
         self._thread.join(timeout=5)
+
+
+def say_progress(bench: str, started: float, message: str) -> None:
+    """One progress line of a long benchmark on stderr, with the seconds since it ``started``."""
+    print(f"bench: {bench}: {time.perf_counter() - started:5.1f} s: {message}", file=sys.stderr, flush=True)

@@ -13,12 +13,11 @@ from __future__ import annotations
 
 import asyncio
 import random
-import sys
 import time
 from collections import Counter
 from dataclasses import dataclass, field
 
-from bench.common import Context, Table, http_inputs, percentile, running_servers, skipped
+from bench.common import Context, Table, http_inputs, percentile, running_servers, say_progress, skipped
 from bench.load import CLIENT_KEEPALIVE_EXPIRY_S, ms, usable_retry_after, verdict
 
 TITLES = ("Fairness: heavy and light clients", "Fairness: overload goodput", "Fairness: health during a dictionary "
@@ -156,7 +155,7 @@ async def health_during_compile(base: str, model: str, entries: int) -> tuple[li
 
 
 def progress(started: float, message: str) -> None:
-    print(f"bench: fairness: {time.perf_counter() - started:5.1f} s: {message}", file=sys.stderr, flush=True)
+    say_progress("fairness", started, message)
 
 
 def run(ctx: Context) -> list[Table]:

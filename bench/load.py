@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import os
 import shutil
-import sys
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -22,7 +21,7 @@ from pathlib import Path
 from typing import Callable
 
 from bench.common import (Context, MemoryWatch, Server, Table, fmt, http_inputs, percentile, running_servers,
-                          skipped, stop_server)
+                          say_progress, skipped, stop_server)
 
 TITLES = ("Load: below capacity", "Load: overload and recovery", "Load: memory growth", "Load: reload during load")
 MEMORY_GROWTH_TARGET = 10.0  # percent
@@ -73,7 +72,7 @@ def server_keep_alive_s() -> float:
 
 
 def progress(started: float, message: str) -> None:
-    print(f"bench: load: {time.perf_counter() - started:5.1f} s: {message}", file=sys.stderr, flush=True)
+    say_progress("load", started, message)
 
 
 def run(ctx: Context) -> list[Table]:

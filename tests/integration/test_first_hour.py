@@ -6,17 +6,10 @@ import json
 from pathlib import Path
 
 import pytest
-import torch
 
 from tests.fixtures import TINY_FLAGS, train_tiny, write_corpora
 from seqtag.cli import build_parser, main
 
-
-@pytest.fixture(autouse=True)
-def keep_torch_threads():
-    threads = torch.get_num_threads()
-    yield
-    torch.set_num_threads(threads)
 
 
 def test_train_help_describes_every_option_with_its_real_default(capsys):

@@ -6,17 +6,10 @@ import json
 from pathlib import Path
 
 import pytest
-import torch
 
 from tests.fixtures import PERSONS, PLACES, train_tiny
 from seqtag.cli import main
 
-
-@pytest.fixture(autouse=True)
-def keep_torch_threads():
-    threads = torch.get_num_threads()
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")

@@ -31,13 +31,6 @@ PREDICT_LINES = ["我们喜欢看书。", "", "   ", "他在北京工作iPhone15
 # ---- runs shared by the module --------------------------------------------------
 
 
-@pytest.fixture(autouse=True)
-def keep_torch_threads():
-    """The trainer sets the process-wide CPU thread count (--threads 1); put it back for other tests."""
-    threads = torch.get_num_threads()
-    yield
-    torch.set_num_threads(threads)
-
 
 @pytest.fixture(scope="module")
 def seg_run(tmp_path_factory) -> Path:
