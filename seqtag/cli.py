@@ -20,6 +20,7 @@ from typing import Any, Sequence
 
 from pydantic import BaseModel
 
+from seqtag import bulk
 from seqtag.models.textsplit import DEFAULT_WINDOW
 from seqtag.training.config import SECTIONS, TrainConfig
 
@@ -180,6 +181,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--int8", action=argparse.BooleanOptionalAction, default=None,
                    help="on a CPU, run models marked for dynamic int8 in int8 (default: SEQTAG_INT8, true); "
                    "--no-int8: float32, so a text's tags never depend on the requests batched with it")
+    bulk.add_parser(sub)  # seqtag bulk: seqtag/bulk.py
     return parser
 
 
@@ -511,7 +513,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 COMMANDS = {"train": cmd_train, "evaluate": cmd_evaluate, "predict": cmd_predict, "compact": cmd_compact,
-            "serve": cmd_serve}
+            "serve": cmd_serve, "bulk": bulk.cmd_bulk}
 
 
 def _one_line(exc: BaseException) -> str:

@@ -35,6 +35,10 @@ from seqtag.models.textsplit import DEFAULT_WINDOW
 #: are cut at the same lines, so each batch holds the texts ``seqtag predict`` tags together (this matters for
 #: models that run dynamic int8 on a CPU, whose answers can depend on a text's batch-mates).
 CHUNK = 4096
+#: CPUs reserved by each read and write task. They mostly wait on files, and the actors hold the cluster's CPUs
+#: for their lifetime: tasks that asked for a whole CPU would wait for ever on a cluster the actors fill.
+IO_CPUS = 0
+MAX_READ_TASKS = 1000
 SPAN_COLUMNS = ("starts", "ends", "labels", "scores")
 INSTALL_HINT = "pip install seqtag[ray]"
 FORMATS = {".txt": "text", ".seg": "text", ".text": "text", ".jsonl": "jsonl", ".json": "jsonl",
@@ -118,11 +122,21 @@ class SeqtagPredictor:
         table = pa.Table.from_pandas(batch, preserve_index=False) if pandas else batch
         if isinstance(table, pa.RecordBatch):
             table = pa.Table.from_batches([table])
+        if self._chunk_rows(table):  # rows that each hold a list of texts: one row per text out
+            table = pa.table({self.text_column: pa.concat_arrays(
+                [chunk.flatten() for chunk in table.column(self.text_column).chunks]
+            ) if table.num_rows else pa.array([], pa.string())})
         texts = self._texts(table)
         for name, column in zip(SPAN_COLUMNS, span_columns(self.tag(texts), len(texts))):
             where = table.schema.get_field_index(name)
             table = table.set_column(where, name, column) if where >= 0 else table.append_column(name, column)
         return table.to_pandas() if pandas else table
+
+    def _chunk_rows(self, table) -> bool:
+        import pyarrow as pa
+
+        return (self.text_column in table.column_names
+                and pa.types.is_list(table.schema.field(self.text_column).type))
 
     def _texts(self, table) -> list[str]:
         import pyarrow as pa
@@ -167,16 +181,17 @@ def split_lines(data: bytes, path: str = "") -> list[str]:
 
 
 def _lines_datasource(paths: list[str], chunk: int, **kwargs):
-    """A Ray datasource of the lines of text files (column ``text``) in blocks of ``chunk`` lines, each block
-    within one file and starting at a multiple of ``chunk`` lines: the texts ``seqtag predict`` tags together."""
+    """A Ray datasource of the lines of text files as rows of ``chunk`` lines (column ``text``, a list of
+    strings), each within one file and starting at a multiple of ``chunk`` lines: the texts ``seqtag predict``
+    tags together. :class:`SeqtagPredictor` gives each line its own output row."""
     import pyarrow as pa
     from ray.data.datasource import FileBasedDatasource
 
     class LinesDatasource(FileBasedDatasource):
         def _read_stream(self, f, path: str) -> Iterator[Any]:
             lines = split_lines(f.readall(), path)
-            for start in range(0, max(len(lines), 1), chunk):
-                yield pa.table({"text": pa.array(lines[start : start + chunk], type=pa.string())})
+            chunks = [lines[start : start + chunk] for start in range(0, len(lines), chunk)] or [[]]
+            yield pa.table({"text": pa.array(chunks, type=pa.list_(pa.string()))})
 
     return LinesDatasource(paths, **kwargs)
 
@@ -211,12 +226,20 @@ def read_dataset(inputs: Sequence[str], input_format: str = "auto", chunk: int =
         if not _is_uri(path) and not Path(path).exists():
             raise BulkError(f"{path}: no such file or directory")
     fmt = detect_format(paths) if input_format == "auto" else input_format
+    io_cpus = {"num_cpus": IO_CPUS}
     if fmt == "text":
-        return ray.data.read_datasource(_lines_datasource(paths, chunk))
+        source = _lines_datasource(paths, chunk)
+        # one read task per file (up to MAX_READ_TASKS), and no further splitting of a task's blocks: Ray
+        # would otherwise cut them to reach its parallelism target, and the chunks would no longer be
+        # `seqtag predict`'s
+        tasks = max(1, min(len(source._paths()), MAX_READ_TASKS))
+        ds = ray.data.read_datasource(source, override_num_blocks=tasks, **io_cpus)
+        # Ray gathers a read task's rows into one block: one chunk per block lets the actors share them
+        return ds.repartition(target_num_rows_per_block=1)
     if fmt == "jsonl":
-        ds = ray.data.read_json(paths, lines=True)
+        ds = ray.data.read_json(paths, lines=True, **io_cpus)
     elif fmt == "parquet":
-        ds = ray.data.read_parquet(paths)
+        ds = ray.data.read_parquet(paths, **io_cpus)
     else:
         raise BulkError(f"unknown input format {input_format!r} (text, jsonl, parquet)")
     # a file's rows in blocks of ``chunk`` from its start: the batches `seqtag predict` would tag (exactly so
@@ -238,24 +261,29 @@ def plan_actors(actors: int | None = None, device: str = "auto") -> dict[str, An
     if device == "cuda":
         raise BulkError("--device cuda, but the Ray cluster has no GPUs")
     n = actors or 1
-    threads = max(1, cpus // n)
-    return {"actors": n, "num_gpus": 0, "num_cpus": threads, "threads": threads, "device": "cpu"}
+    # each actor runs cpus/n torch threads, but the actors reserve one CPU less than the cluster has: Ray Data's
+    # light tasks (reading, cutting blocks, writing) need a free CPU to be scheduled at all, and would wait for
+    # ever on a cluster whose CPUs the actors hold for their lifetime
+    reserve = round(max(cpus - 1, 0) / n, 2)
+    return {"actors": n, "num_gpus": 0, "num_cpus": reserve, "threads": max(1, cpus // n), "device": "cpu"}
 
 
 def build_dataset(inputs: Sequence[str] | str, model: str, *, input_format: str = "auto", text_column: str = "text",
                   scores: bool = False, window: int | None = DEFAULT_WINDOW, dictionary: Sequence[Any] | None = None,
                   dictionary_mode: str = "hard", words_only: bool = False, int8: bool = True,
-                  actors: int | None = None, chunk: int = CHUNK, device: str = "auto", max_restarts: int = 3):
+                  actors: int | None = None, chunk: int = CHUNK, device: str = "auto"):
     """read -> tag, lazily: a Ray Dataset of the input rows with span columns (write it with
     ``write_parquet``/``write_json``). Needs a connected Ray (``ray.init``). ``actors``: how many model copies
-    (default: one per GPU, else 1 using every CPU; see :func:`plan_actors`). A failed actor is restarted and its
-    batch tagged again, ``max_restarts`` times per actor."""
+    (default: one per GPU, else 1 using every CPU; see :func:`plan_actors`). An actor that dies is restarted
+    and its batch tagged again."""
     ray = require_ray()
     if isinstance(inputs, (str, os.PathLike)):
         inputs = [str(inputs)]
     if actors is not None and actors < 1:
         raise BulkError(f"--actors must be at least 1, not {actors}")
     seqtag_resolve(model)  # a bad model name fails here, in one line, not inside an actor
+    if dictionary:  # and so does a dictionary the model cannot take
+        check_dictionary(model, dictionary, dictionary_mode, words_only)
     plan = plan_actors(actors, device)
     ctx = ray.data.DataContext.get_current()
     ctx.execution_options.preserve_order = True  # output rows (and files) in input order
@@ -268,12 +296,27 @@ def build_dataset(inputs: Sequence[str] | str, model: str, *, input_format: str 
                                    device=plan["device"], threads=plan["threads"], chunk=chunk),
         batch_size=None,  # whole blocks: each is a chunk of at most ``chunk`` texts cut as `seqtag predict` cuts
         batch_format="pyarrow",
-        concurrency=plan["actors"],
+        compute=ray.data.ActorPoolStrategy(size=plan["actors"]),
         num_cpus=plan["num_cpus"],
         num_gpus=plan["num_gpus"],
-        max_restarts=max_restarts,
-        max_task_retries=max_restarts,
+        # Ray Data restarts an actor that dies (a lost node, the OOM killer) and sends its unfinished batch to
+        # another, without limit (max_restarts=-1, max_task_retries=-1 are its defaults for actor pools); an
+        # exception raised by the tagging itself fails the run
     )
+
+
+def check_dictionary(model: str, dictionary: Sequence[Any], mode: str, words_only: bool) -> None:
+    """A :class:`BulkError` for entries ``model`` cannot take (a label it lacks, soft mode without a lexicon)."""
+    import seqtag
+    from seqtag.models.dictionary import DictionaryError, without_labels
+
+    pipeline = seqtag.load(model, device="cpu", int8=False)
+    entries = without_labels(dictionary) if words_only else list(dictionary)
+    try:
+        pipeline.soft_lexicon(entries) if mode == "soft" else pipeline.dictionary(entries)
+    except DictionaryError as exc:
+        hint = "" if mode == "soft" else "; --dictionary-words-only forces the words without their labels"
+        raise BulkError(f"{exc}{hint}") from None
 
 
 def seqtag_resolve(model: str) -> Path:
@@ -321,10 +364,11 @@ def run_bulk(inputs: Sequence[str] | str, output: str | os.PathLike, model: str,
         final.parent.mkdir(parents=True, exist_ok=True)
         where = str(final.parent / f".{final.name}.partial-{uuid.uuid4().hex[:8]}")
     try:
+        io_cpus = {"ray_remote_args": {"num_cpus": IO_CPUS}}
         if output_format == "parquet":
-            ds.write_parquet(where)
+            ds.write_parquet(where, **io_cpus)
         else:
-            ds.write_json(where, force_ascii=False)
+            ds.write_json(where, force_ascii=False, **io_cpus)
         if local:
             if final.exists():
                 shutil.rmtree(final)
