@@ -17,7 +17,7 @@ CHECKPOINTS = ROOT / "checkpoints"
 SHIPPED = {"zh-seg": ("seg", "ctb6"), "zh-seg-fast": ("seg", "ctb6"), "zh-pos": ("pos", "ud-gsd"),
            "zh-ner": ("ner", "msra-news")}
 # Dev F1 each shipped model must keep (the tagging-core issue's targets; zh-seg-fast: the speed variant's bar)
-DEV_TARGETS = {"zh-seg": 96.4, "zh-seg-fast": 95.5, "zh-pos": 89.0, "zh-ner": 90.0}
+DEV_TARGETS = {"zh-seg": 96.4, "zh-seg-fast": 95.5, "zh-pos": 90.0, "zh-ner": 90.0}
 MAX_BYTES = 15 * 1000 * 1000  # the lexicon issue's bound: a model with its lexicon stays under 15 MB
 SAMPLE = "张三在北京大学读书，后来去了上海的阿里巴巴工作。iPhone15 售价 5999 元。"
 
