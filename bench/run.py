@@ -19,11 +19,12 @@ import traceback
 from pathlib import Path
 from typing import Sequence
 
-from bench import fairness, inprocess, load, service, training
+from bench import bulk, fairness, inprocess, load, service, training
 from bench.common import DEFAULT_CORPORA, DEFAULT_MODELS, REPO_ROOT, Context, Table
 from bench.machine import header_rows
 
-BENCHMARKS = {"inprocess": inprocess, "service": service, "load": load, "fairness": fairness, "training": training}
+BENCHMARKS = {"inprocess": inprocess, "service": service, "load": load, "fairness": fairness, "training": training,
+              "bulk": bulk}
 RECORDED = Path(__file__).resolve().parent / "RECORDED.md"
 
 

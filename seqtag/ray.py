@@ -35,9 +35,6 @@ from seqtag.models.textsplit import DEFAULT_WINDOW
 #: are cut at the same lines, so each batch holds the texts ``seqtag predict`` tags together (this matters for
 #: models that run dynamic int8 on a CPU, whose answers can depend on a text's batch-mates).
 CHUNK = 4096
-#: CPUs reserved by each read and write task. They mostly wait on files, and the actors hold the cluster's CPUs
-#: for their lifetime: tasks that asked for a whole CPU would wait for ever on a cluster the actors fill.
-IO_CPUS = 0
 MAX_READ_TASKS = 1000
 SPAN_COLUMNS = ("starts", "ends", "labels", "scores")
 INSTALL_HINT = "pip install seqtag[ray]"
@@ -226,20 +223,19 @@ def read_dataset(inputs: Sequence[str], input_format: str = "auto", chunk: int =
         if not _is_uri(path) and not Path(path).exists():
             raise BulkError(f"{path}: no such file or directory")
     fmt = detect_format(paths) if input_format == "auto" else input_format
-    io_cpus = {"num_cpus": IO_CPUS}
     if fmt == "text":
         source = _lines_datasource(paths, chunk)
         # one read task per file (up to MAX_READ_TASKS), and no further splitting of a task's blocks: Ray
         # would otherwise cut them to reach its parallelism target, and the chunks would no longer be
         # `seqtag predict`'s
         tasks = max(1, min(len(source._paths()), MAX_READ_TASKS))
-        ds = ray.data.read_datasource(source, override_num_blocks=tasks, **io_cpus)
+        ds = ray.data.read_datasource(source, override_num_blocks=tasks)
         # Ray gathers a read task's rows into one block: one chunk per block lets the actors share them
         return ds.repartition(target_num_rows_per_block=1)
     if fmt == "jsonl":
-        ds = ray.data.read_json(paths, lines=True, **io_cpus)
+        ds = ray.data.read_json(paths, lines=True)
     elif fmt == "parquet":
-        ds = ray.data.read_parquet(paths, **io_cpus)
+        ds = ray.data.read_parquet(paths)
     else:
         raise BulkError(f"unknown input format {input_format!r} (text, jsonl, parquet)")
     # a file's rows in blocks of ``chunk`` from its start: the batches `seqtag predict` would tag (exactly so
@@ -262,8 +258,9 @@ def plan_actors(actors: int | None = None, device: str = "auto") -> dict[str, An
         raise BulkError("--device cuda, but the Ray cluster has no GPUs")
     n = actors or 1
     # each actor runs cpus/n torch threads, but the actors reserve one CPU less than the cluster has: Ray Data's
-    # light tasks (reading, cutting blocks, writing) need a free CPU to be scheduled at all, and would wait for
-    # ever on a cluster whose CPUs the actors hold for their lifetime
+    # light tasks (reading, cutting blocks, writing; one CPU each) need a free CPU to be scheduled at all, and
+    # would wait for ever on a cluster whose CPUs the actors hold for their lifetime. (Tasks that ask for no CPU
+    # were no way out: Ray 2.60 started a new worker process for each, ~0.6 s per block written.)
     reserve = round(max(cpus - 1, 0) / n, 2)
     return {"actors": n, "num_gpus": 0, "num_cpus": reserve, "threads": max(1, cpus // n), "device": "cpu"}
 
@@ -364,11 +361,10 @@ def run_bulk(inputs: Sequence[str] | str, output: str | os.PathLike, model: str,
         final.parent.mkdir(parents=True, exist_ok=True)
         where = str(final.parent / f".{final.name}.partial-{uuid.uuid4().hex[:8]}")
     try:
-        io_cpus = {"ray_remote_args": {"num_cpus": IO_CPUS}}
         if output_format == "parquet":
-            ds.write_parquet(where, **io_cpus)
+            ds.write_parquet(where)
         else:
-            ds.write_json(where, force_ascii=False, **io_cpus)
+            ds.write_json(where, force_ascii=False)
         if local:
             if final.exists():
                 shutil.rmtree(final)
