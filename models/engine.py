@@ -98,12 +98,24 @@ def run(pipeline: "Pipeline", pieces: Sequence[Piece], scores: bool = False) -> 
     """Tag ``pieces`` as one batch (longest first inside it): a table with one row per piece, in order."""
     from seqtag.models.codec import Encoded
 
-    pieces = encode(pipeline, pieces)
-    with_lexicon = any(p.lexicon is not None for p in pieces)
-    encoded = Encoded([p.offsets for p in pieces], [p.ids for p in pieces],
-                      [p.lexicon for p in pieces] if with_lexicon else None)
-    order = sorted(range(len(pieces)), key=lambda i: -len(pieces[i].ids))
-    forced = [list(pieces[i].forced) for i in order] if any(p.forced for p in pieces) else None
+    soft = pieces[0].soft if pieces else None
+    if all(p.ids is None and p.soft is soft for p in pieces):  # the service's batches: text, one codec call
+        codec = pipeline.codec
+        encoded = codec.encode([p.text for p in pieces], soft)
+        forced = None
+        if any(p.forced for p in pieces):  # dictionary words off unit boundaries are left out
+            offsets = encoded.offsets
+            forced = [codec.on_boundaries(offsets[i], p.forced) for i, p in enumerate(pieces)]
+    else:
+        pieces = encode(pipeline, pieces)
+        with_lexicon = any(p.lexicon is not None for p in pieces)
+        encoded = Encoded([p.offsets for p in pieces], [p.ids for p in pieces],
+                          [p.lexicon for p in pieces] if with_lexicon else None)
+        forced = [p.forced for p in pieces] if any(p.forced for p in pieces) else None
+    counts = encoded.counts
+    order = sorted(range(len(pieces)), key=lambda i: -counts[i])
+    if forced is not None:
+        forced = [list(forced[i]) for i in order]
     table = pipeline.tag_encoded(encoded, order, scores, forced)
     if len(table) != len(order):
         raise RuntimeError(f"the model returned {len(table)} results for a batch of {len(order)}")

@@ -271,6 +271,8 @@ class Job:
     def spans(self) -> list[SpanTable]:
         """Per text, a single-text table of its spans with offsets into the whole text."""
         assert self.pieces is not None
+        if len(self.pieces) == len(self.texts) and not any(p.start for p in self.pieces):
+            return [future.result() for future in self.futures]  # each text one piece (the usual case): as is
         names = self.model.pipeline.label_names
         table = SpanTable.concat([future.result() for future in self.futures], names)
         return engine.assemble(self.pieces, table, len(self.texts)).split_rows()
