@@ -26,7 +26,7 @@ def sample_texts() -> list[str]:
     else:
         texts = [f"第{i}次会议在北京举行，代表们讨论了经济建设和对外开放的问题。" for i in range(200)]
     texts[7] = ""
-    texts[11] = "。".join(texts[12:20]) + "。"  # a few hundred characters: cut by the window
+    texts[11] = "。".join(texts[12:24]) + "。"  # a few hundred characters: cut by the window
     assert len(texts[11]) > DEFAULT_WINDOW
     return texts
 
