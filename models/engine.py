@@ -26,6 +26,7 @@ from seqtag.models.spans import Span, SpanTable
 from seqtag.models.textsplit import split_text
 
 if TYPE_CHECKING:
+    from seqtag.models.codec import Codec, Encoded
     from seqtag.models.pipeline import Pipeline
 
 
@@ -94,18 +95,28 @@ def encode(pipeline: "Pipeline", pieces: Sequence[Piece]) -> list[Piece]:
     return out
 
 
+def encode_texts(codec: "Codec", pieces: Sequence[Piece], soft: Lexicon | None = None,
+                 drop_off_boundaries: bool = True) -> tuple["Encoded", list[Sequence[Span]] | None]:
+    """The units of text ``pieces`` in one codec call (flat, no per-piece arrays), and their forced spans (None
+    when there are none); ``drop_off_boundaries``: leave out forced spans off unit boundaries (dictionary words
+    may match half a Latin run), else keep them as given (the caller's own spans: off boundaries they are an
+    error when tagged)."""
+    encoded = codec.encode([p.text for p in pieces], soft)
+    if not any(p.forced for p in pieces):
+        return encoded, None
+    if not drop_off_boundaries:
+        return encoded, [p.forced for p in pieces]
+    offsets = encoded.offsets
+    return encoded, [codec.on_boundaries(offsets[i], p.forced) for i, p in enumerate(pieces)]
+
+
 def run(pipeline: "Pipeline", pieces: Sequence[Piece], scores: bool = False) -> SpanTable:
     """Tag ``pieces`` as one batch (longest first inside it): a table with one row per piece, in order."""
     from seqtag.models.codec import Encoded
 
     soft = pieces[0].soft if pieces else None
     if all(p.ids is None and p.soft is soft for p in pieces):  # the service's batches: text, one codec call
-        codec = pipeline.codec
-        encoded = codec.encode([p.text for p in pieces], soft)
-        forced = None
-        if any(p.forced for p in pieces):  # dictionary words off unit boundaries are left out
-            offsets = encoded.offsets
-            forced = [codec.on_boundaries(offsets[i], p.forced) for i, p in enumerate(pieces)]
+        encoded, forced = encode_texts(pipeline.codec, pieces, soft)
     else:
         pieces = encode(pipeline, pieces)
         with_lexicon = any(p.lexicon is not None for p in pieces)

@@ -178,11 +178,8 @@ class Pipeline:
                        else self.dictionary(dictionary))
             matcher = matcher if len(matcher) else None
         pieces = engine.prepare(texts, window, matcher, forced)
-        encoded = self.codec.encode([p.text for p in pieces] if window is not None else texts, soft)
-        piece_forced = None
-        if any(p.forced for p in pieces):  # dictionary words off unit boundaries are left out
-            piece_forced = [self.codec.on_boundaries(encoded.offsets[i], p.forced) if matcher is not None
-                            else p.forced for i, p in enumerate(pieces)]
+        # dictionary words off unit boundaries are left out; the caller's own forced spans are kept (an error)
+        encoded, piece_forced = engine.encode_texts(self.codec, pieces, soft, drop_off_boundaries=matcher is not None)
         plan = plan_batches(encoded.lengths, max_batch, max_units)
 
         def tag(order: list[int]) -> SpanTable:
