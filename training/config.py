@@ -49,6 +49,10 @@ class OptimConfig(BaseModel):
     """epochs without dev improvement before stopping"""
     unit_dropout: float = Field(0.0, ge=0, lt=1)
     """share of units, bigrams and lexicon features replaced by unknown in training, so that unknowns are learned"""
+    mention_replace: float = Field(0.0, ge=0, le=1)
+    """each epoch, this share of the training file's labelled spans (entities; POS words) is replaced by another
+    span of the same label from the training file, drawn afresh every epoch, so that names are learnt from their
+    context and not only by heart (0 = off; no effect on segmentation, whose words have no label)"""
     ema: float = Field(0.0, ge=0, lt=1)
     """exponential moving average of the weights for evaluation and saving (0 = off)"""
     adversarial: float = Field(0.0, ge=0)

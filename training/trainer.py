@@ -99,6 +99,42 @@ def encode_examples(examples: Sequence[Example], codec: Codec, scheme: TagScheme
     return out
 
 
+def replace_mentions(examples: Sequence[Example], share: float, rng: np.random.Generator) -> list[Example]:
+    """Mention replacement: each labelled span is, with probability ``share``, swapped for another distinct
+    span text of the same label from ``examples`` (the context around it unchanged, offsets moved).
+
+    A model that sees the same contexts with other names in them learns that the context marks a name,
+    which is what recalls names it never saw. Unlabelled spans (segmentation words) are left alone."""
+    pool: dict[str, list[str]] = {}
+    for ex in examples:
+        for s in ex.spans:
+            if s.label:
+                pool.setdefault(s.label, []).append(ex.text[s.start:s.end])
+    pool = {label: sorted(set(texts)) for label, texts in pool.items()}
+    out = []
+    for ex in examples:
+        draws = rng.random(len(ex.spans)) < share
+        if not any(d and s.label and len(pool[s.label]) > 1 for s, d in zip(ex.spans, draws)):
+            out.append(ex)
+            continue
+        pieces: list[str] = []
+        spans: list[Span] = []
+        pos = length = 0
+        for s, draw in zip(ex.spans, draws):
+            mention = ex.text[s.start:s.end]
+            if draw and s.label and len(pool[s.label]) > 1:
+                mention = pool[s.label][int(rng.integers(len(pool[s.label])))]
+            gap = ex.text[pos:s.start]
+            start = length + len(gap)
+            pieces += [gap, mention]
+            spans.append(Span(start, start + len(mention), s.label))
+            length = start + len(mention)
+            pos = s.end
+        pieces.append(ex.text[pos:])
+        out.append(Example("".join(pieces), spans, ex.source))
+    return out
+
+
 def fingerprint(path: str) -> dict[str, Any]:
     digest = hashlib.sha256()
     with open(path, "rb") as fh:
@@ -196,6 +232,7 @@ class Trainer:
         self.train_vocab = word_vocabulary(self.train_examples)
         self.meta.seen = self.train_vocab  # stored with the checkpoint: OOV / unseen-entity recall anywhere
         self.data = encode_examples(self.train_examples, self.codec, self.meta.scheme, self.meta.tags)
+        self.gold_data = self.data  # the file as it is; an epoch with mention replacement trains on a variant
         self._check_alignment()
         self.tagger.to(self.device)
         self.model = self.tagger
@@ -292,6 +329,16 @@ class Trainer:
         progress = min(1.0, (step - warmup) / max(1, total - warmup))
         factor = 1 - progress if o.schedule == "linear" else 0.5 * (1 + math.cos(math.pi * progress))
         return o.lr * (o.min_lr_ratio + (1 - o.min_lr_ratio) * factor)
+
+    def _epoch_data(self, epoch: int) -> TrainingData:
+        """The training data of one epoch: the file, or with mention replacement a variant drawn from the run's
+        seed and the epoch (the same on every rank and after a resume)."""
+        share = self.config.optim.mention_replace
+        if share <= 0 or self.config.task == "seg":
+            return self.gold_data
+        rng = np.random.default_rng([self.config.run.seed, epoch, 7919])
+        variant = replace_mentions(self.train_examples, share, rng)
+        return encode_examples(variant, self.codec, self.meta.scheme, self.meta.tags)
 
     def _epoch_batches(self, epoch: int) -> list[list[int]]:
         """This rank's batches: every rank builds the same list, then takes every world-th batch
@@ -423,6 +470,7 @@ class Trainer:
         while self.dist.agree(self.state["epoch"] < cfg.optim.epochs and self.state["bad_epochs"] < cfg.optim.patience
                               and time.monotonic() < deadline):
             epoch = self.state["epoch"]
+            self.data = self._epoch_data(epoch)
             batches = self._epoch_batches(epoch)
             generator = torch.Generator().manual_seed(cfg.run.seed + epoch)
             self.tagger.train()
