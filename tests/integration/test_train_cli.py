@@ -429,6 +429,50 @@ def test_adversarial_training_end_to_end(tmp_path):
     assert math.isfinite(rows[0]["loss"])
 
 
+def test_replace_mentions_swaps_labelled_spans_and_moves_offsets():
+    import numpy as np
+
+    from seqtag.models.spans import Example, Span
+    from seqtag.training.trainer import replace_mentions
+
+    examples = [
+        Example("张三在北京工作。", [Span(0, 2, "PER"), Span(3, 5, "LOC")]),
+        Example("欧阳修去了上海市。", [Span(0, 3, "PER"), Span(5, 8, "LOC")]),
+        Example("我们很好。", [Span(0, 2, ""), Span(2, 3, ""), Span(3, 4, "")]),  # unlabelled: left alone
+    ]
+    out = replace_mentions(examples, 1.0, np.random.default_rng(0))
+    assert out[2] is examples[2]
+    by_label = {"PER": {"张三", "欧阳修"}, "LOC": {"北京", "上海市"}}
+    for before, after in zip(examples[:2], out[:2]):
+        assert [s.label for s in after.spans] == [s.label for s in before.spans]
+        for s in after.spans:
+            assert after.text[s.start:s.end] in by_label[s.label]
+        # the context between and around the spans is unchanged
+        gaps = lambda ex: [ex.text[a.end:b.start] for a, b in zip(ex.spans, ex.spans[1:])] + [ex.text[ex.spans[-1].end:]]
+        assert gaps(after) == gaps(before)
+    assert replace_mentions(examples, 0.0, np.random.default_rng(0)) == examples
+
+
+def test_mention_replacement_trains_on_a_fresh_variant_each_epoch(tmp_path):
+    from seqtag.training.config import build_config
+    from seqtag.training.trainer import Trainer
+
+    train, dev = write_corpora(tmp_path, "ner")
+    config = build_config({
+        "task": "ner", "format": "column", "train": str(train), "dev": str(dev), "out": str(tmp_path / "run"),
+        "model": {"hidden": 16, "unit_dim": 16, "bigram_dim": 8},
+        "optim": {"mention_replace": 0.5, "epochs": 2}, "run": {"device": "cpu", "threads": 1, "progress": False},
+    })
+    trainer = Trainer(config)
+    first, again, second = trainer._epoch_data(0), trainer._epoch_data(0), trainer._epoch_data(1)
+    gold = [x.tolist() for x in trainer.gold_data.ids]
+    assert [x.tolist() for x in first.ids] == [x.tolist() for x in again.ids]  # the same after a resume
+    assert [x.tolist() for x in first.ids] != gold
+    assert [x.tolist() for x in second.ids] != [x.tolist() for x in first.ids]
+    records = list(trainer.train())
+    assert len(records) == 2 and all(math.isfinite(r["loss"]) for r in records)
+
+
 # ---- fine-tuning with a new label ---------------------------------------------------
 
 
