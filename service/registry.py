@@ -267,6 +267,7 @@ class ModelRegistry:
         version = checkpoint_version(directory)
         pipeline = Pipeline.load(directory, self.device, self.settings.cuda_precision, int8=self.settings.int8)
         check_finite(pipeline, directory)
+        pipeline.codec.warm()  # the lexicon's word index: built while loading, not in the first request
         if checkpoint_version(directory) != version:
             # files replaced one by one while we read them: the pipeline may mix two checkpoints
             raise CheckpointError(f"{directory}: the checkpoint changed on disk while it was being loaded; "

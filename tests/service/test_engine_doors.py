@@ -51,6 +51,11 @@ def lex_client(tmp_path_factory, trained, lexicon_ner):
         yield client
 
 
+def test_a_lexicon_model_builds_its_word_index_while_loading(lex_client):
+    lexicon = lex_client.app.state.registry.get("zh-ner").pipeline.codec.lexicon
+    assert lexicon is not None and lexicon._index is not None  # the first request does not build it
+
+
 def test_soft_dictionary_over_http(lex_client):
     body = {"texts": ["马云在杭州工作。", "张伟明在北京工作。"], "dictionary": [{"text": "马云", "label": "PER"}]}
     soft = lex_client.post("/v1/ner", json=body | {"dictionary_mode": "soft"})
