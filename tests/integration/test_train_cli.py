@@ -451,6 +451,30 @@ def test_replace_mentions_swaps_labelled_spans_and_moves_offsets():
         gaps = lambda ex: [ex.text[a.end:b.start] for a, b in zip(ex.spans, ex.spans[1:])] + [ex.text[ex.spans[-1].end:]]
         assert gaps(after) == gaps(before)
     assert replace_mentions(examples, 0.0, np.random.default_rng(0)) == examples
+    # a vetting function that fits nothing leaves every text as it is; one that sees the edges gets them
+    assert [e.text for e in replace_mentions(examples, 1.0, np.random.default_rng(0), lambda *a: False)] == \
+        [e.text for e in examples]
+    seen_edges = []
+    replace_mentions(examples[:2], 1.0, np.random.default_rng(0), lambda l, m, r: seen_edges.append((l, r)) or True)
+    assert seen_edges[:2] == [("", "在"), ("在", "工")]
+
+
+def test_mention_replacement_makes_no_unknown_bigrams(tmp_path):
+    from seqtag.training.config import build_config
+    from seqtag.training.trainer import Trainer
+
+    train, dev = write_corpora(tmp_path, "ner")
+    config = build_config({
+        "task": "ner", "format": "column", "train": str(train), "dev": str(dev), "out": str(tmp_path / "run"),
+        "codec": {"bigram_min_freq": 1}, "model": {"hidden": 16, "unit_dim": 16, "bigram_dim": 8},
+        "optim": {"mention_replace": 1.0}, "run": {"device": "cpu", "threads": 1, "progress": False},
+    })
+    trainer = Trainer(config)
+    variant = trainer._epoch_data(3)
+    assert [x.tolist() for x in variant.ids] != [x.tolist() for x in trainer.gold_data.ids]
+    for ids in variant.ids:  # every bigram of the variant is one the vocabulary knows, as in the file itself
+        batch = trainer.codec.batch(type(trainer.codec.encode(["x"]))(offsets=[], ids=[ids]))
+        assert not bool((batch.bigram_ids == 1).any())
 
 
 def test_mention_replacement_trains_on_a_fresh_variant_each_epoch(tmp_path):
