@@ -350,9 +350,8 @@ class Trainer:
 
     def _swap_fits(self) -> Callable[[str, str, str], bool] | None:
         """Mention replacement may only make bigrams the vocabulary knows. A swap that put unknown bigrams at
-        a name's edges would teach "unknown bigram = name boundary" (in the training file itself they are rare or
-        absent), and unknown bigrams are everywhere in new text: on Weibo (no unit dropout) dev precision fell
-        to 17% without this check."""
+        a name's edges would teach "unknown bigram = name boundary" (in the training file itself unknown bigrams
+        are rare or absent), and unknown bigrams are everywhere in new text."""
         if not self.codec.config.bigrams:
             return None
         if getattr(self, "_fits", None) is None:
