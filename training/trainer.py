@@ -11,6 +11,7 @@ Run directory layout (``--out DIR``)::
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import json
 import math
@@ -117,15 +118,16 @@ def replace_mentions(examples: Sequence[Example], share: float, rng: np.random.G
     out = []
     for ex in examples:
         draws = rng.random(len(ex.spans)) < share
-        if not any(d and s.label and len(pool[s.label]) > 1 for s, d in zip(ex.spans, draws)):
+        swaps = [bool(d) and bool(s.label) and len(pool[s.label]) > 1 for s, d in zip(ex.spans, draws)]
+        if not any(swaps):
             out.append(ex)
             continue
         pieces: list[str] = []
         spans: list[Span] = []
         pos = length = 0
-        for s, draw in zip(ex.spans, draws):
+        for s, swap in zip(ex.spans, swaps):
             mention = ex.text[s.start:s.end]
-            if draw and s.label and len(pool[s.label]) > 1:
+            if swap:
                 left = pieces[-1][-1:] if pos == s.start and pieces else ex.text[s.start - 1:s.start]
                 right = ex.text[s.end:s.end + 1]
                 for candidate in rng.choice(pool[s.label], size=tries):
@@ -345,27 +347,26 @@ class Trainer:
         if share <= 0 or self.config.task == "seg":
             return self.gold_data
         rng = np.random.default_rng([self.config.run.seed, epoch, 7919])
-        variant = replace_mentions(self.train_examples, share, rng, self._swap_fits())
+        variant = replace_mentions(self.train_examples, share, rng, self._swap_fits)
         return encode_examples(variant, self.codec, self.meta.scheme, self.meta.tags)
 
+    @functools.cached_property
     def _swap_fits(self) -> Callable[[str, str, str], bool] | None:
         """Mention replacement may only make bigrams the vocabulary knows. A swap that put unknown bigrams at
         a name's edges would teach "unknown bigram = name boundary" (in the training file itself unknown bigrams
         are rare or absent), and unknown bigrams are everywhere in new text."""
         if not self.codec.config.bigrams:
             return None
-        if getattr(self, "_fits", None) is None:
-            chars = sorted({c for ex in self.train_examples for c in ex.text})
-            norm = dict(zip(chars, self.codec.normalize_all(chars)))
-            known = set(self.codec.bigram_list)
+        chars = sorted({c for ex in self.train_examples for c in ex.text})
+        norm = dict(zip(chars, self.codec.normalize_all(chars)))
+        known = set(self.codec.bigram_list)
 
-            def fits(left: str, mention: str, right: str) -> bool:
-                edges = [(left, mention[:1])] if left else []
-                edges += [(mention[-1:], right)] if right else []
-                return all((norm.get(a, a), norm.get(b, b)) in known for a, b in edges)
+        def fits(left: str, mention: str, right: str) -> bool:
+            edges = [(left, mention[:1])] if left else []
+            edges += [(mention[-1:], right)] if right else []
+            return all((norm.get(a, a), norm.get(b, b)) in known for a, b in edges)
 
-            self._fits = fits
-        return self._fits
+        return fits
 
     def _epoch_batches(self, epoch: int) -> list[list[int]]:
         """This rank's batches: every rank builds the same list, then takes every world-th batch
