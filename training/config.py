@@ -53,6 +53,10 @@ class OptimConfig(BaseModel):
     """each epoch, this share of the training file's labelled spans (entities; POS words) is replaced by another
     span of the same label from the training file, drawn afresh every epoch, so that names are learnt from their
     context and not only by heart (0 = off; no effect on segmentation, whose words have no label)"""
+    mention_compose: float = Field(0.0, ge=0, le=1)
+    """with mention replacement, the chance that a replaced span which begins with another span text of the file
+    (a place at the head of an organisation: 山东省 in 山东省人民政府) has only that head swapped, for another text
+    of the head's label: new names built the way names are built (0 = whole spans only)"""
     ema: float = Field(0.0, ge=0, lt=1)
     """exponential moving average of the weights for evaluation and saving (0 = off)"""
     adversarial: float = Field(0.0, ge=0)

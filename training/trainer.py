@@ -101,20 +101,40 @@ def encode_examples(examples: Sequence[Example], codec: Codec, scheme: TagScheme
 
 
 def replace_mentions(examples: Sequence[Example], share: float, rng: np.random.Generator,
-                     fits: Callable[[str, str, str], bool] | None = None, tries: int = 10) -> list[Example]:
+                     fits: Callable[[str, str, str], bool] | None = None, tries: int = 10,
+                     compose: float = 0.0) -> list[Example]:
     """Mention replacement: each labelled span is, with probability ``share``, swapped for another distinct
     span text of the same label from ``examples`` (the context around it unchanged, offsets moved).
 
     A model that sees the same contexts with other names in them learns that the context marks a name,
     which is what recalls names it never saw. Unlabelled spans (segmentation words) are left alone.
     ``fits(left, mention, right)`` (the characters either side, "" at an end) vets a candidate; up to
-    ``tries`` are drawn, and a span none of them fits keeps its own text."""
+    ``tries`` are drawn, and a span none of them fits keeps its own text.
+
+    With ``compose`` > 0, a swapped span that begins with another span text of the file (``山东省`` in
+    ``山东省人民政府``) has, with that probability, only its head swapped for another text of the head's label
+    (``四川省人民政府``): new names built the way names are built, which neither the file nor a whole-span
+    swap contains. The new head's junction with the rest is vetted by ``fits`` too."""
     pool: dict[str, list[str]] = {}
     for ex in examples:
         for s in ex.spans:
             if s.label:
                 pool.setdefault(s.label, []).append(ex.text[s.start:s.end])
+    label_of: dict[str, str] = {}
+    if compose > 0:
+        for label, texts in sorted(pool.items()):
+            for text in texts:
+                label_of.setdefault(text, label if len(text) > 1 else "")
     pool = {label: np.array(sorted(set(texts)), dtype=object) for label, texts in pool.items()}
+    heads: dict[tuple[str, str], tuple[str, str] | None] = {}
+
+    def head_of(mention: str, label: str) -> tuple[str, str] | None:
+        """The longest proper prefix (two characters or more) that is a span text of another label, and its label."""
+        if (mention, label) not in heads:
+            found = ((mention[:k], label_of.get(mention[:k], "")) for k in range(min(len(mention) - 1, 12), 1, -1))
+            heads[mention, label] = next((h for h in found if h[1] not in ("", label)), None)
+        return heads[mention, label]
+
     out = []
     for ex in examples:
         draws = rng.random(len(ex.spans)) < share
@@ -130,10 +150,19 @@ def replace_mentions(examples: Sequence[Example], share: float, rng: np.random.G
             if swap:
                 left = pieces[-1][-1:] if pos == s.start and pieces else ex.text[s.start - 1:s.start]
                 right = ex.text[s.end:s.end + 1]
-                for candidate in rng.choice(pool[s.label], size=tries):
-                    if fits is None or fits(left, candidate, right):
-                        mention = str(candidate)
-                        break
+                head = head_of(mention, s.label) if compose > 0 and rng.random() < compose else None
+                if head is not None:
+                    rest = mention[len(head[0]):]
+                    for candidate in rng.choice(pool[head[1]], size=tries):
+                        if len(candidate) > 1 and candidate != head[0] and (fits is None or (fits(left, candidate, "")
+                                                                       and fits("", candidate, rest[:1]))):
+                            mention = str(candidate) + rest
+                            break
+                else:
+                    for candidate in rng.choice(pool[s.label], size=tries):
+                        if fits is None or fits(left, candidate, right):
+                            mention = str(candidate)
+                            break
             gap = ex.text[pos:s.start]
             start = length + len(gap)
             pieces += [gap, mention]
@@ -347,7 +376,8 @@ class Trainer:
         if share <= 0 or self.config.task == "seg":
             return self.gold_data
         rng = np.random.default_rng([self.config.run.seed, epoch, 7919])
-        variant = replace_mentions(self.train_examples, share, rng, self._swap_fits)
+        variant = replace_mentions(self.train_examples, share, rng, self._swap_fits,
+                                   compose=self.config.optim.mention_compose)
         return encode_examples(variant, self.codec, self.meta.scheme, self.meta.tags)
 
     @functools.cached_property

@@ -459,6 +459,36 @@ def test_replace_mentions_swaps_labelled_spans_and_moves_offsets():
     assert seen_edges[:2] == [("", "在"), ("在", "工")]
 
 
+def test_mention_composition_swaps_the_head_of_a_name():
+    import numpy as np
+
+    from seqtag.models.spans import Example, Span
+    from seqtag.training.trainer import replace_mentions
+
+    examples = [
+        Example("山东省人民政府发文。", [Span(0, 7, "ORG")]),
+        Example("他去了四川省。", [Span(3, 6, "LOC")]),
+        Example("他去了山东省。", [Span(3, 6, "LOC")]),
+        Example("中国科学院在北京。", [Span(0, 5, "ORG"), Span(6, 8, "LOC")]),
+    ]
+    out = replace_mentions(examples, 1.0, np.random.default_rng(0), compose=1.0)
+    # the organisation keeps its body; its head (a place of the file) becomes another place of the file
+    org = out[0].text[out[0].spans[0].start:out[0].spans[0].end]
+    assert org.endswith("人民政府") and org[:-4] in {"四川省", "北京"}
+    assert out[0].text.endswith("发文。") and out[0].spans[0].label == "ORG"
+    # a head of the same label, or one character long, is not swapped; heads that fit nothing stay
+    same = replace_mentions([Example("中国科学院", [Span(0, 5, "ORG")]), Example("中国", [Span(0, 2, "ORG")])],
+                            1.0, np.random.default_rng(0), compose=1.0)
+    assert {e.text for e in same} <= {"中国科学院", "中国"}
+    kept = replace_mentions(examples, 1.0, np.random.default_rng(0), fits=lambda a, m, b: False, compose=1.0)
+    assert [e.text for e in kept] == [e.text for e in examples]
+    # a junction the vocabulary does not know is vetted like an edge
+    seen = []
+    replace_mentions(examples, 1.0, np.random.default_rng(0), fits=lambda a, m, b: seen.append((a, m, b)) or True,
+                     compose=1.0)
+    assert any(b == "人" and a == "" for a, m, b in seen)
+
+
 def test_mention_replacement_makes_no_unknown_bigrams(tmp_path):
     from seqtag.training.config import build_config
     from seqtag.training.trainer import Trainer
