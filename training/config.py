@@ -57,6 +57,10 @@ class OptimConfig(BaseModel):
     """with mention replacement, the chance that a replaced span which begins with another span text of the file
     (a place at the head of an organisation: 山东省 in 山东省人民政府) has only that head swapped, for another text
     of the head's label: new names built the way names are built (0 = whole spans only)"""
+    mention_lexicon: float = Field(0.0, ge=0, le=1)
+    """with mention replacement and a typed lexicon, the chance that a swapped entity's new text is a word of the
+    lexicon's group for its label (jieba's place names for LOC), not an entity of the training file: names
+    the file lacks, in its contexts (0 = the file's entities only)"""
     ema: float = Field(0.0, ge=0, lt=1)
     """exponential moving average of the weights for evaluation and saving (0 = off)"""
     adversarial: float = Field(0.0, ge=0)

@@ -10,6 +10,7 @@ Run directory layout (``--out DIR``)::
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import functools
 import hashlib
@@ -38,7 +39,7 @@ from seqtag.models.spans import Example, Span
 from seqtag.training.config import TrainConfig
 from seqtag.training.metrics import scores_for_task, word_vocabulary
 from seqtag.models.dictionary import DictionaryError
-from seqtag.models.lexicon import lexicon_entries
+from seqtag.models.lexicon import group_of, lexicon_entries
 from seqtag.training.readers import ReadStats, read_corpus
 
 STATE_JSON, STATE_TENSORS = "trainer_state.json", "trainer_state.safetensors"
@@ -102,7 +103,8 @@ def encode_examples(examples: Sequence[Example], codec: Codec, scheme: TagScheme
 
 def replace_mentions(examples: Sequence[Example], share: float, rng: np.random.Generator,
                      fits: Callable[[str, str, str], bool] | None = None, tries: int = 10,
-                     compose: float = 0.0) -> list[Example]:
+                     compose: float = 0.0, outside: dict[str, np.ndarray] | None = None,
+                     outside_share: float = 0.0) -> list[Example]:
     """Mention replacement: each labelled span is, with probability ``share``, swapped for another distinct
     span text of the same label from ``examples`` (the context around it unchanged, offsets moved).
 
@@ -159,7 +161,10 @@ def replace_mentions(examples: Sequence[Example], share: float, rng: np.random.G
                             mention = str(candidate) + rest
                             break
                 else:
-                    for candidate in rng.choice(pool[s.label], size=tries):
+                    source = pool[s.label]
+                    if outside_share > 0 and outside and len(outside.get(s.label, ())) and rng.random() < outside_share:
+                        source = outside[s.label]
+                    for candidate in rng.choice(source, size=tries):
                         if fits is None or fits(left, candidate, right):
                             mention = str(candidate)
                             break
@@ -376,9 +381,40 @@ class Trainer:
         if share <= 0 or self.config.task == "seg":
             return self.gold_data
         rng = np.random.default_rng([self.config.run.seed, epoch, 7919])
-        variant = replace_mentions(self.train_examples, share, rng, self._swap_fits,
-                                   compose=self.config.optim.mention_compose)
+        o = self.config.optim
+        variant = replace_mentions(self.train_examples, share, rng, self._swap_fits, compose=o.mention_compose,
+                                   outside=self._lexicon_names if o.mention_lexicon > 0 else None,
+                                   outside_share=o.mention_lexicon)
         return encode_examples(variant, self.codec, self.meta.scheme, self.meta.tags)
+
+    @functools.cached_property
+    def _lexicon_names(self) -> dict[str, np.ndarray]:
+        """For each entity label of the file that a typed lexicon has a group for (PER, LOC, ORG; NAME counts as
+        PER), the lexicon's words of that group alone, two to eight characters long, that begin with a character
+        two or more of the file's entities of that label begin with and end with one two or more end with.
+        jieba's tags are loose (idioms among its ``nr`` words); names are built from their edges (a surname, a
+        place suffix), so the file's edges keep the words that look like its names."""
+        lexicon = self.codec.lexicon
+        if lexicon is None or not lexicon.typed:
+            return {}
+        first: dict[str, collections.Counter] = collections.defaultdict(collections.Counter)
+        last: dict[str, collections.Counter] = collections.defaultdict(collections.Counter)
+        for ex in self.train_examples:
+            for s in ex.spans:
+                if s.label:
+                    first[s.label][ex.text[s.start]] += 1
+                    last[s.label][ex.text[s.end - 1]] += 1
+        out = {}
+        for label in sorted(first):
+            group = group_of(label, typed=True)
+            if group not in lexicon.groups[1:]:
+                continue
+            bit = 1 << lexicon.groups.index(group)
+            words = sorted(w for w, mask in lexicon.words.items() if mask == bit and 2 <= len(w) <= 8
+                           and first[label][w[0]] >= 2 and last[label][w[-1]] >= 2)
+            if words:
+                out[label] = np.array(words, dtype=object)
+        return out
 
     @functools.cached_property
     def _swap_fits(self) -> Callable[[str, str, str], bool] | None:

@@ -489,6 +489,30 @@ def test_mention_composition_swaps_the_head_of_a_name():
     assert any(b == "人" and a == "" for a, m, b in seen)
 
 
+def test_mention_replacement_can_draw_names_from_a_typed_lexicon(tmp_path):
+    import numpy as np
+
+    from seqtag.training.config import build_config
+    from seqtag.training.trainer import Trainer, replace_mentions
+
+    train, dev = write_corpora(tmp_path, "ner")
+    lexicon = tmp_path / "names.txt"
+    lexicon.write_text("王伟明 nr\n北京市 ns\n一个愿挨 nr\n王 nr\n开会 v\n", encoding="utf-8")
+    config = build_config({
+        "task": "ner", "format": "column", "train": str(train), "dev": str(dev), "out": str(tmp_path / "run"),
+        "lexicon": [str(lexicon)], "model": {"hidden": 16, "unit_dim": 16, "bigram_dim": 8},
+        "optim": {"mention_replace": 1.0, "mention_lexicon": 1.0}, "run": {"device": "cpu", "threads": 1, "progress": False},
+    })
+    trainer = Trainer(config)
+    # one-character and untyped words are left out, and words whose edges no name of the file has (一…挨);
+    # each label draws from its own group
+    assert {k: v.tolist() for k, v in trainer._lexicon_names.items()} == {"PER": ["王伟明"], "LOC": ["北京市"]}
+    out = replace_mentions(trainer.train_examples, 1.0, np.random.default_rng(0), outside=trainer._lexicon_names,
+                           outside_share=1.0)
+    assert {(ex.text[s.start:s.end], s.label) for ex in out for s in ex.spans} == {("王伟明", "PER"), ("北京市", "LOC")}
+    assert len(trainer._epoch_data(0).ids) == len(trainer.gold_data.ids)  # the trainer's own variant encodes
+
+
 def test_mention_replacement_makes_no_unknown_bigrams(tmp_path):
     from seqtag.training.config import build_config
     from seqtag.training.trainer import Trainer
