@@ -51,8 +51,9 @@ class OptimConfig(BaseModel):
     """share of units, bigrams and lexicon features replaced by unknown in training, so that unknowns are learned"""
     mention_replace: float = Field(0.0, ge=0, le=1)
     """each epoch, this share of the training file's labelled spans (entities; POS words) is replaced by another
-    span of the same label from the training file, drawn afresh every epoch, so that names are learnt from their
-    context and not only by heart (0 = off; no effect on segmentation, whose words have no label)"""
+    span of the same label from the training file (or a lexicon: mention_lexicon), drawn afresh every epoch, so
+    that names are learnt from their context and not only by heart (0 = off; no effect on segmentation, whose
+    words have no label)"""
     mention_compose: float = Field(0.0, ge=0, le=1)
     """with mention replacement, the chance that a replaced span which begins with another span text of the file
     (a place at the head of an organisation: 山东省 in 山东省人民政府) has only that head swapped, for another text
@@ -133,6 +134,20 @@ class TrainConfig(BaseModel):
             self.scheme = TagScheme.BIOES if self.task == "ner" else TagScheme.BMES
         return self
 
+    @model_validator(mode="after")
+    def _mention_options_apply(self) -> "TrainConfig":
+        """Refine-the-swap options that would silently do nothing are errors instead."""
+        o = self.optim
+        if (o.mention_compose > 0 or o.mention_lexicon > 0) and o.mention_replace <= 0:
+            raise ValueError("mention_compose and mention_lexicon shape the swaps of mention replacement: "
+                             "set mention_replace (--mention-replace) too")
+        if o.mention_lexicon > 0:
+            if self.task != "ner":
+                raise ValueError("mention_lexicon draws entity names from a typed lexicon: task ner only")
+            if self.init_from is None and (not self.lexicon or not self.codec.lexicon_typed):
+                raise ValueError("mention_lexicon needs a typed lexicon: --lexicon jieba (or a file with word types)")
+        return self
+
 
 SECTIONS = {"codec": CodecConfig, "model": TaggerConfig, "optim": OptimConfig, "run": RunConfig}
 
@@ -170,5 +185,6 @@ def build_config(*layers: dict[str, Any]) -> TrainConfig:
     try:
         return TrainConfig.model_validate(data)
     except ValidationError as exc:
-        lines = [f"  {'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()]
+        lines = [f"  {'.'.join(map(str, e['loc']))}: {e['msg']}" if e["loc"]
+                 else f"  {e['msg'].removeprefix('Value error, ')}" for e in exc.errors()]
         raise ValueError("invalid training config:\n" + "\n".join(lines)) from None

@@ -113,34 +113,46 @@ def replace_mentions(examples: Sequence[Example], share: float, rng: np.random.G
     ``fits(left, mention, right)`` (the characters either side, "" at an end) vets a candidate; up to
     ``tries`` are drawn, and a span none of them fits keeps its own text.
 
-    With ``compose`` > 0, a swapped span that begins with another span text of the file (``山东省`` in
-    ``山东省人民政府``) has, with that probability, only its head swapped for another text of the head's label
-    (``四川省人民政府``): new names built the way names are built, which neither the file nor a whole-span
-    swap contains. The new head's junction with the rest is vetted by ``fits`` too."""
-    pool: dict[str, list[str]] = {}
+    ``outside`` (label -> texts from elsewhere, e.g. a typed lexicon's place names for ``LOC``): a swap draws
+    from there instead of the file with probability ``outside_share``: names the file does not contain, in
+    the contexts it does.
+
+    With ``compose`` > 0, a swapped span that begins with a span text of another label (``山东省`` in
+    ``山东省人民政府``; the longest such head of 2 to 12 characters, a text's label being its most frequent one)
+    has, with that probability, only its head swapped for another text of the head's label (``四川省人民政府``):
+    new names built the way names are built. The new head's edges (its junction with the rest included) are
+    vetted by ``fits``; when none fits, the span is swapped whole as above."""
+    texts_of: dict[str, list[str]] = {}
     for ex in examples:
         for s in ex.spans:
             if s.label:
-                pool.setdefault(s.label, []).append(ex.text[s.start:s.end])
+                texts_of.setdefault(s.label, []).append(ex.text[s.start:s.end])
     label_of: dict[str, str] = {}
     if compose > 0:
-        for label, texts in sorted(pool.items()):
-            for text in texts:
-                label_of.setdefault(text, label if len(text) > 1 else "")
-    pool = {label: np.array(sorted(set(texts)), dtype=object) for label, texts in pool.items()}
+        counts = collections.Counter((t, label) for label, texts in texts_of.items() for t in texts if len(t) > 1)
+        for (text, label), _ in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])):
+            label_of.setdefault(text, label)
+    pool = {label: np.array(sorted(set(texts)), dtype=object) for label, texts in texts_of.items()}
+    outside = {label: texts for label, texts in (outside or {}).items() if len(texts) and outside_share > 0}
     heads: dict[tuple[str, str], tuple[str, str] | None] = {}
 
     def head_of(mention: str, label: str) -> tuple[str, str] | None:
-        """The longest proper prefix (two characters or more) that is a span text of another label, and its label."""
         if (mention, label) not in heads:
             found = ((mention[:k], label_of.get(mention[:k], "")) for k in range(min(len(mention) - 1, 12), 1, -1))
             heads[mention, label] = next((h for h in found if h[1] not in ("", label)), None)
         return heads[mention, label]
 
+    def draw(source: np.ndarray, left: str, right: str, keep: str = "", shortest: int = 1) -> str | None:
+        for candidate in rng.choice(source, size=tries):
+            if len(candidate) >= shortest and candidate != keep and (fits is None or fits(left, candidate, right)):
+                return str(candidate)
+        return None
+
     out = []
     for ex in examples:
         draws = rng.random(len(ex.spans)) < share
-        swaps = [bool(d) and bool(s.label) and len(pool[s.label]) > 1 for s, d in zip(ex.spans, draws)]
+        swaps = [bool(d) and bool(s.label) and (len(pool[s.label]) > 1 or s.label in outside)
+                 for s, d in zip(ex.spans, draws)]
         if not any(swaps):
             out.append(ex)
             continue
@@ -153,21 +165,17 @@ def replace_mentions(examples: Sequence[Example], share: float, rng: np.random.G
                 left = pieces[-1][-1:] if pos == s.start and pieces else ex.text[s.start - 1:s.start]
                 right = ex.text[s.end:s.end + 1]
                 head = head_of(mention, s.label) if compose > 0 and rng.random() < compose else None
+                new = None
                 if head is not None:
                     rest = mention[len(head[0]):]
-                    for candidate in rng.choice(pool[head[1]], size=tries):
-                        if len(candidate) > 1 and candidate != head[0] and (fits is None or (fits(left, candidate, "")
-                                                                       and fits("", candidate, rest[:1]))):
-                            mention = str(candidate) + rest
-                            break
-                else:
+                    new = draw(pool[head[1]], left, rest[:1], keep=head[0], shortest=2)
+                    new = new + rest if new is not None else None
+                if new is None:
                     source = pool[s.label]
-                    if outside_share > 0 and outside and len(outside.get(s.label, ())) and rng.random() < outside_share:
+                    if s.label in outside and rng.random() < outside_share:
                         source = outside[s.label]
-                    for candidate in rng.choice(source, size=tries):
-                        if fits is None or fits(left, candidate, right):
-                            mention = str(candidate)
-                            break
+                    new = draw(source, left, right)
+                mention = new if new is not None else mention
             gap = ex.text[pos:s.start]
             start = length + len(gap)
             pieces += [gap, mention]
@@ -390,28 +398,28 @@ class Trainer:
     @functools.cached_property
     def _lexicon_names(self) -> dict[str, np.ndarray]:
         """For each entity label of the file that a typed lexicon has a group for (PER, LOC, ORG; NAME counts as
-        PER), the lexicon's words of that group alone, two to eight characters long, that begin with a character
-        two or more of the file's entities of that label begin with and end with one two or more end with.
-        jieba's tags are loose (idioms among its ``nr`` words); names are built from their edges (a surname, a
-        place suffix), so the file's edges keep the words that look like its names."""
+        PER; nominal mentions, ``*.NOM``, have none), the lexicon's words of that group alone, two to eight
+        characters long, whose first character begins two or more of the file's mentions of that label and
+        whose last character ends two or more. jieba's tags are loose (idioms among its ``nr`` words); names
+        are built from their edges (a surname, a place suffix), so the file's edges keep the words that look
+        like its names. Compared as the codec normalises them, as the lexicon's words are stored. NER only."""
         lexicon = self.codec.lexicon
-        if lexicon is None or not lexicon.typed:
+        if lexicon is None or not lexicon.typed or self.config.task != "ner":
             return {}
-        first: dict[str, collections.Counter] = collections.defaultdict(collections.Counter)
-        last: dict[str, collections.Counter] = collections.defaultdict(collections.Counter)
-        for ex in self.train_examples:
-            for s in ex.spans:
-                if s.label:
-                    first[s.label][ex.text[s.start]] += 1
-                    last[s.label][ex.text[s.end - 1]] += 1
+        edges = [(s.label, ex.text[s.start], ex.text[s.end - 1]) for ex in self.train_examples for s in ex.spans
+                 if s.label and not s.label.upper().endswith("NOM")]
+        chars = sorted({c for _, a, z in edges for c in (a, z)})
+        norm = dict(zip(chars, self.codec.normalize_all(chars)))
+        first = collections.Counter((label, norm[a]) for label, a, _ in edges)
+        last = collections.Counter((label, norm[z]) for label, _, z in edges)
         out = {}
-        for label in sorted(first):
+        for label in sorted({label for label, _, _ in edges}):
             group = group_of(label, typed=True)
             if group not in lexicon.groups[1:]:
                 continue
             bit = 1 << lexicon.groups.index(group)
             words = sorted(w for w, mask in lexicon.words.items() if mask == bit and 2 <= len(w) <= 8
-                           and first[label][w[0]] >= 2 and last[label][w[-1]] >= 2)
+                           and first[label, w[0]] >= 2 and last[label, w[-1]] >= 2)
             if words:
                 out[label] = np.array(words, dtype=object)
         return out

@@ -467,6 +467,8 @@ def test_mention_composition_swaps_the_head_of_a_name():
 
     examples = [
         Example("山东省人民政府发文。", [Span(0, 7, "ORG")]),
+        Example("京剧院", [Span(0, 3, "ORG")]),  # 京 is a one-character place of the file: not a head
+        Example("京", [Span(0, 1, "LOC")]),
         Example("他去了四川省。", [Span(3, 6, "LOC")]),
         Example("他去了山东省。", [Span(3, 6, "LOC")]),
         Example("中国科学院在北京。", [Span(0, 5, "ORG"), Span(6, 8, "LOC")]),
@@ -476,6 +478,7 @@ def test_mention_composition_swaps_the_head_of_a_name():
     org = out[0].text[out[0].spans[0].start:out[0].spans[0].end]
     assert org.endswith("人民政府") and org[:-4] in {"四川省", "北京"}
     assert out[0].text.endswith("发文。") and out[0].spans[0].label == "ORG"
+    assert not out[1].text.endswith("剧院") or out[1].text == "京剧院"  # swapped whole, never at the one-character head
     # a head of the same label, or one character long, is not swapped; heads that fit nothing stay
     same = replace_mentions([Example("中国科学院", [Span(0, 5, "ORG")]), Example("中国", [Span(0, 2, "ORG")])],
                             1.0, np.random.default_rng(0), compose=1.0)
@@ -491,6 +494,7 @@ def test_mention_composition_swaps_the_head_of_a_name():
 
 def test_mention_replacement_can_draw_names_from_a_typed_lexicon(tmp_path):
     import numpy as np
+    import pytest
 
     from seqtag.training.config import build_config
     from seqtag.training.trainer import Trainer, replace_mentions
@@ -498,19 +502,35 @@ def test_mention_replacement_can_draw_names_from_a_typed_lexicon(tmp_path):
     train, dev = write_corpora(tmp_path, "ner")
     lexicon = tmp_path / "names.txt"
     lexicon.write_text("王伟明 nr\n北京市 ns\n一个愿挨 nr\n王 nr\n开会 v\n", encoding="utf-8")
-    config = build_config({
+    layer = {
         "task": "ner", "format": "column", "train": str(train), "dev": str(dev), "out": str(tmp_path / "run"),
-        "lexicon": [str(lexicon)], "model": {"hidden": 16, "unit_dim": 16, "bigram_dim": 8},
+        "lexicon": [str(lexicon)], "codec": {"bigrams": False}, "model": {"hidden": 16, "unit_dim": 16},
         "optim": {"mention_replace": 1.0, "mention_lexicon": 1.0}, "run": {"device": "cpu", "threads": 1, "progress": False},
-    })
-    trainer = Trainer(config)
+    }
+    trainer = Trainer(build_config(layer))
     # one-character and untyped words are left out, and words whose edges no name of the file has (一…挨);
     # each label draws from its own group
     assert {k: v.tolist() for k, v in trainer._lexicon_names.items()} == {"PER": ["王伟明"], "LOC": ["北京市"]}
     out = replace_mentions(trainer.train_examples, 1.0, np.random.default_rng(0), outside=trainer._lexicon_names,
                            outside_share=1.0)
     assert {(ex.text[s.start:s.end], s.label) for ex in out for s in ex.spans} == {("王伟明", "PER"), ("北京市", "LOC")}
-    assert len(trainer._epoch_data(0).ids) == len(trainer.gold_data.ids)  # the trainer's own variant encodes
+    # the trainer's own epoch variant has them too: every sentence with a person now holds 王伟明's units
+    name = trainer.codec.encode(["王伟明"]).ids[0].tolist()
+    for ex, ids in zip(trainer.train_examples, trainer._epoch_data(0).ids):
+        ids = ids.tolist()
+        has = any(ids[i:i + 3] == name for i in range(len(ids)))
+        assert has == any(s.label == "PER" for s in ex.spans)
+    # options that would do nothing are refused
+    for optim, message in [({"mention_replace": 0.0, "mention_lexicon": 0.5}, "set mention_replace"),
+                           ({"mention_replace": 0.0, "mention_compose": 0.5}, "set mention_replace")]:
+        with pytest.raises(ValueError, match=message):
+            build_config(layer, {"optim": optim})
+    with pytest.raises(ValueError, match="needs a typed lexicon"):
+        build_config(layer, {"lexicon": []})
+    with pytest.raises(ValueError, match="needs a typed lexicon"):
+        build_config(layer, {"codec": {"lexicon_typed": False}})
+    with pytest.raises(ValueError, match="task ner only"):
+        build_config(layer, {"task": "pos"})
 
 
 def test_mention_replacement_makes_no_unknown_bigrams(tmp_path):
