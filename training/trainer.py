@@ -396,6 +396,13 @@ class Trainer:
         return encode_examples(variant, self.codec, self.meta.scheme, self.meta.tags)
 
     @functools.cached_property
+    def _char_norm(self) -> dict[str, str]:
+        """Every character of the training file, as the codec normalises it (for comparisons with the
+        vocabulary and the lexicon, which hold normalised text)."""
+        chars = sorted({c for ex in self.train_examples for c in ex.text})
+        return dict(zip(chars, self.codec.normalize_all(chars)))
+
+    @functools.cached_property
     def _lexicon_names(self) -> dict[str, np.ndarray]:
         """For each entity label of the file that a typed lexicon has a group for (PER, LOC, ORG; NAME counts as
         PER; nominal mentions, ``*.NOM``, have none), the lexicon's words of that group alone, two to eight
@@ -408,8 +415,7 @@ class Trainer:
             return {}
         edges = [(s.label, ex.text[s.start], ex.text[s.end - 1]) for ex in self.train_examples for s in ex.spans
                  if s.label and not s.label.upper().endswith("NOM")]
-        chars = sorted({c for _, a, z in edges for c in (a, z)})
-        norm = dict(zip(chars, self.codec.normalize_all(chars)))
+        norm = self._char_norm
         first = collections.Counter((label, norm[a]) for label, a, _ in edges)
         last = collections.Counter((label, norm[z]) for label, _, z in edges)
         out = {}
@@ -431,8 +437,7 @@ class Trainer:
         are rare or absent), and unknown bigrams are everywhere in new text."""
         if not self.codec.config.bigrams:
             return None
-        chars = sorted({c for ex in self.train_examples for c in ex.text})
-        norm = dict(zip(chars, self.codec.normalize_all(chars)))
+        norm = self._char_norm
         known = set(self.codec.bigram_list)
 
         def fits(left: str, mention: str, right: str) -> bool:
