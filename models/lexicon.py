@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from functools import lru_cache
+import zipfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Iterable
 
@@ -124,7 +125,9 @@ class Lexicon:
 
     def add(self, entries: Iterable[str | tuple[str, str]], normalize_many: Callable[[list[str]], list[str]]) -> int:
         """Add ``word`` / ``(word, tag)`` entries (normalised by ``normalize_many``); returns how many words are new.
-        Words with whitespace at either end, or longer than :data:`MAX_WORD_CHARS`, are left out."""
+        Words with whitespace at either end, or longer than :data:`MAX_WORD_CHARS`, are left out. A typed entry
+        (a person, place or organisation tag) replaces the type an earlier call gave the same word, so that a
+        lexicon listed later (a curated gazetteer) corrects an earlier one's tags; untyped entries only add."""
         texts, tags = [], []
         for entry in entries:
             text, tag = (entry, "") if isinstance(entry, str) else entry
@@ -133,8 +136,14 @@ class Lexicon:
                 tags.append(tag)
         before = len(self.words)
         bit = {g: 1 << i for i, g in enumerate(self.groups)}
+        new: dict[str, int] = {}
         for key, tag in zip(normalize_many(texts) if texts else [], tags):
-            self.words[key] = self.words.get(key, 0) | bit[group_of(tag, self.typed)]
+            new[key] = new.get(key, 0) | bit[group_of(tag, self.typed)]
+        word_bit = bit[WORD]
+        for key, mask in new.items():
+            old = self.words.get(key, 0)
+            # a typed entry re-types a word an earlier call added (a curated gazetteer after jieba's loose tags)
+            self.words[key] = (old & word_bit) | mask if mask & ~word_bit else old | mask
         self._index = None
         return len(self.words) - before
 
@@ -278,14 +287,51 @@ def jieba_dictionary() -> Path:
     return path
 
 
+def _package_dir(name: str, hint: str) -> Path:
+    """Where an installed package's files are, found without importing it (jionlp's import pulls in more)."""
+    import importlib.util  # noqa: PLC0415
+
+    spec = importlib.util.find_spec(name)
+    if spec is None or not spec.submodule_search_locations:
+        raise FileNotFoundError(f"--lexicon {hint} needs the {name} package at training time: pip install {name}")
+    return Path(list(spec.submodule_search_locations)[0])
+
+
+def jionlp_places(max_level: int = 2) -> list[tuple[str, str]]:
+    """Place names from the installed ``jionlp`` package's dictionaries (Apache-2.0), as ``(name, "LOC")``:
+    every country, capital and major city of ``world_location.txt``, and China's provinces, prefectures and
+    counties (``max_level`` 2) of ``china_location.zip``, each by its full and its short name (``武威市``,
+    ``武威``). Names of one character are left out."""
+    folder = _package_dir("jionlp", "jionlp-places") / "dictionary"
+    names: dict[str, None] = {}
+    try:
+        for line in (folder / "world_location.txt").read_text(encoding="utf-8").splitlines():
+            line = line.strip()
+            if line and not line.endswith(":"):
+                names.update(dict.fromkeys(w.strip() for field in line.split("\t") for w in field.split("/")))
+        with zipfile.ZipFile(folder / "china_location.zip") as archive:
+            text = archive.read("china_location.txt").decode("utf-8")
+    except (OSError, KeyError, UnicodeDecodeError, zipfile.BadZipFile) as exc:
+        raise FileNotFoundError(f"jionlp's place dictionaries are unreadable in {folder}: {exc}") from None
+    for line in text.splitlines():
+        if len(line) - len(line.lstrip("\t")) <= max_level:
+            names.update(dict.fromkeys(w for w in line.strip().split("\t") if not w.isdigit()))
+    return [(name, "LOC") for name in names if len(name) >= 2]
+
+
 def lexicon_entries(spec: str) -> tuple[list[str | tuple[str, str]], LexiconSource]:
-    """A ``--lexicon`` argument's entries and source: ``jieba`` (jieba's dict.txt), or a file in the formats
-    the dictionary reader takes (``word``, ``word TAG``, jieba's ``word FREQ TAG``, the service's JSON)."""
+    """A ``--lexicon`` argument's entries and source: ``jieba`` (jieba's dict.txt), ``jionlp-places`` (place
+    names from jionlp, all typed LOC), or a file in the formats the dictionary reader takes (``word``,
+    ``word TAG``, jieba's ``word FREQ TAG``, the service's JSON)."""
     from seqtag.models.dictionary import read_dictionary
 
     if spec == "jieba":
         path = jieba_dictionary()
         entries = read_dictionary(path)
         return entries, LexiconSource("jieba dict.txt (jieba 0.42)", "MIT", len(entries))
+    if spec == "jionlp-places":
+        places = jionlp_places()
+        return list(places), LexiconSource("jionlp place names (world_location, china_location to county level)",
+                                           "Apache-2.0", len(places))
     entries = read_dictionary(spec)
     return entries, LexiconSource(Path(spec).name, "as given by the user", len(entries))

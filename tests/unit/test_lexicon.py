@@ -192,3 +192,49 @@ def test_a_segmenter_uses_a_labelled_entry_s_word(tmp_path):
     pipeline = _pipeline(_codec(), tmp_path)
     got = pipeline.predict(["马云在杭州"], dictionary=[("马云在", "nr")])
     assert (0, 3) in [(s.start, s.end) for s in got[0]]
+
+
+def test_a_later_typed_entry_re_types_a_word():
+    """A curated gazetteer listed after jieba corrects jieba's loose tags (巴格达 tagged nr is a place); an
+    untyped entry only adds its bit, and a word's plain-word bit survives a re-typing."""
+    codec = _codec()
+    codec.set_lexicon([("张三丰", "LOC"), ("工作", "LOC"), ("杭州", ""), ("北京", "nt")])
+    words, groups = codec.lexicon.words, codec.lexicon.groups
+
+    def named(word: str) -> set[str]:
+        return {g for i, g in enumerate(groups) if words[word] >> i & 1}
+
+    assert named("张三丰") == {"LOC"}  # was PER
+    assert named("工作") == {"WORD", "LOC"}  # jieba's vn made it a plain word
+    assert named("杭州") == {"LOC", "WORD"}  # untyped: added
+    assert named("北京") == {"ORG"}
+    codec.set_lexicon([("北京", "ns"), ("北京", "nt")])  # within one call, the tags add up
+    assert named("北京") == {"LOC", "ORG"}
+
+
+def test_jionlp_places_reads_the_package_s_files_without_importing_it(tmp_path, monkeypatch):
+    import zipfile
+
+    from seqtag.models import lexicon as lexicon_module
+
+    folder = tmp_path / "jionlp" / "dictionary"
+    folder.mkdir(parents=True)
+    (folder / "world_location.txt").write_text("亚洲:\n伊拉克\t伊拉克共和国\t巴格达\t巴士拉/摩苏尔\n", encoding="utf-8")
+    china = "甘肃省\t620000\t甘肃\n\t武威市\t620600\t武威\n\t\t凉州区\t620602\t凉州\n\t\t\t某某镇\n\t\t\t\t某某村\n"
+    with zipfile.ZipFile(folder / "china_location.zip", "w") as archive:
+        archive.writestr("china_location.txt", china)
+    monkeypatch.setattr(lexicon_module, "_package_dir", lambda name, hint: tmp_path / "jionlp")
+    entries, source = lexicon_module.lexicon_entries("jionlp-places")
+    assert {w for w, _ in entries} == {"伊拉克", "伊拉克共和国", "巴格达", "巴士拉", "摩苏尔", "甘肃省", "甘肃", "武威市",
+                                        "武威", "凉州区", "凉州"}
+    assert {t for _, t in entries} == {"LOC"} and source.licence == "Apache-2.0" and source.words == 11
+
+
+def test_jionlp_places_without_the_package_says_what_to_install(monkeypatch):
+    import importlib.util
+
+    from seqtag.models.lexicon import lexicon_entries
+
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None)
+    with pytest.raises(FileNotFoundError, match="pip install jionlp"):
+        lexicon_entries("jionlp-places")
