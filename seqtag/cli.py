@@ -104,7 +104,8 @@ def _train_parser(sub) -> None:
     _add_model_flags(p, TrainConfig, "top.", only=_TOP_LEVEL)
     p.add_argument("--lexicon", action="append", dest="top.lexicon", metavar="FILE",
                    help="a lexicon read as model input and stored in the checkpoint (repeatable): 'jieba' for "
-                        "jieba's dict.txt (MIT, needs the jieba package at training time), or a file of lines "
+                        "jieba's dict.txt (MIT, needs the jieba package at training time), 'jionlp-places' for "
+                        "jionlp's place names (Apache-2.0, needs jionlp), or a file of lines "
                         "'word', 'word TAG' or jieba's 'word FREQ TAG'")
     for section, model in SECTIONS.items():
         group = p.add_argument_group(section)

@@ -49,6 +49,9 @@ class OptimConfig(BaseModel):
     """epochs without dev improvement before stopping"""
     unit_dropout: float = Field(0.0, ge=0, lt=1)
     """share of units, bigrams and lexicon features replaced by unknown in training, so that unknowns are learned"""
+    lexicon_dropout: float | None = Field(None, ge=0, lt=1)
+    """share of lexicon features hidden in training (default: unit_dropout's); below unit_dropout, the model
+    leans on the lexicon more than on the units and bigrams it has learnt by heart"""
     mention_replace: float = Field(0.0, ge=0, le=1)
     """each epoch, this share of the training file's labelled spans (entities; POS words) is replaced by another
     span of the same label from the training file (or a lexicon: mention_lexicon), drawn afresh every epoch, so

@@ -462,15 +462,16 @@ class Trainer:
         lexicon = [self.data.lexicon[i] for i in idx] if self.data.lexicon is not None else None
         batch = self.codec.batch(Encoded(offsets=[], ids=[self.data.ids[i] for i in idx], lexicon=lexicon))
         p = self.config.optim.unit_dropout
-        if p > 0:
+        p_lex = p if self.config.optim.lexicon_dropout is None else self.config.optim.lexicon_dropout
+        if p > 0:  # (the draws keep their order: units, lexicon, bigrams, so that seeds give what they gave)
             drop = (torch.rand(batch.unit_ids.shape, generator=generator) < p) & (batch.unit_ids > 0)
             batch.unit_ids = batch.unit_ids.masked_fill(drop, UNK_ID)
-            if batch.lexicon is not None:  # the model learns to tag without the lexicon's word, too
-                drop = torch.rand(batch.lexicon.shape, generator=generator) < p
-                batch.lexicon = batch.lexicon.masked_fill(drop, 0)
-            if batch.bigram_ids is not None:
-                drop = (torch.rand(batch.bigram_ids.shape, generator=generator) < p) & (batch.bigram_ids > 0)
-                batch.bigram_ids = batch.bigram_ids.masked_fill(drop, UNK_ID)
+        if p_lex > 0 and batch.lexicon is not None:  # the model learns to tag without the lexicon's word, too
+            drop = torch.rand(batch.lexicon.shape, generator=generator) < p_lex
+            batch.lexicon = batch.lexicon.masked_fill(drop, 0)
+        if p > 0 and batch.bigram_ids is not None:
+            drop = (torch.rand(batch.bigram_ids.shape, generator=generator) < p) & (batch.bigram_ids > 0)
+            batch.bigram_ids = batch.bigram_ids.masked_fill(drop, UNK_ID)
         tags = torch.zeros(batch.unit_ids.shape, dtype=torch.long)
         for r, i in enumerate(idx):
             tags[r, : len(self.data.tags[i])] = torch.from_numpy(self.data.tags[i])

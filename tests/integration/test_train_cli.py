@@ -13,6 +13,8 @@ import sys
 from pathlib import Path
 
 import pytest
+
+from seqtag.models.codec import Encoded
 import torch
 
 from seqtag.models.pipeline import Pipeline
@@ -419,6 +421,33 @@ def test_adversarial_step_adds_a_gradient_and_puts_the_embeddings_back(tmp_path)
     for table, weight, grad in zip(tables, weights, grads):
         assert torch.allclose(table.weight, weight, atol=1e-6)  # moved back
         assert not torch.equal(table.weight.grad, grad)  # the perturbed loss's gradient was added
+
+
+@pytest.mark.parametrize("lexicon_dropout", [None, 0.0])
+def test_lexicon_dropout_defaults_to_unit_dropout_and_can_be_set_apart(tmp_path, lexicon_dropout):
+    from seqtag.training.config import build_config
+    from seqtag.training.trainer import Trainer
+
+    train, dev = write_corpora(tmp_path, "seg")
+    words = sorted({w for line in train.read_text(encoding="utf-8").splitlines() for w in line.split()})
+    lexicon = tmp_path / "words.txt"
+    lexicon.write_text("\n".join(words) + "\n", encoding="utf-8")
+    optim = {"unit_dropout": 0.5} | ({} if lexicon_dropout is None else {"lexicon_dropout": lexicon_dropout})
+    config = build_config({
+        "task": "seg", "train": str(train), "dev": str(dev), "out": str(tmp_path / "run"), "lexicon": [str(lexicon)],
+        "model": {"hidden": 16, "unit_dim": 16, "bigram_dim": 8}, "optim": optim,
+        "run": {"device": "cpu", "threads": 1, "progress": False},
+    })
+    trainer = Trainer(config)
+    idx = list(range(8))
+    full = trainer.codec.batch(Encoded(offsets=[], ids=[trainer.data.ids[i] for i in idx],
+                                       lexicon=[trainer.data.lexicon[i] for i in idx]))
+    batch, _ = trainer._tensors(idx, torch.Generator().manual_seed(0))
+    assert (batch.unit_ids != full.unit_ids).any()  # units are hidden either way
+    if lexicon_dropout is None:
+        assert (batch.lexicon != full.lexicon).any()
+    else:
+        assert torch.equal(batch.lexicon, full.lexicon)
 
 
 def test_adversarial_training_end_to_end(tmp_path):
