@@ -55,8 +55,9 @@ CMD ["seqtag", "serve"]
 FROM runtime AS gpu
 RUN pip install torch==2.13.0
 COPY --from=build /wheels /tmp/wheels
-# jieba: `seqtag train --lexicon jieba` reads its dict.txt (MIT) at training time (the ctb6-seg recipe does)
-RUN pip install /tmp/wheels/*.whl "jieba>=0.42" && rm -rf /tmp/wheels
+# jieba and jionlp: `seqtag train --lexicon jieba` / `--lexicon jionlp-places` read jieba's dict.txt (MIT) and
+# jionlp's place names (Apache-2.0) at training time (the recipes do); jionlp's files are read, never imported
+RUN pip install /tmp/wheels/*.whl "jieba>=0.42" && pip install --no-deps "jionlp>=1.5" && rm -rf /tmp/wheels
 COPY training/recipes /app/training/recipes
 COPY checkpoints /app/checkpoints
 RUN cp -a /app/checkpoints/. /models/ && chown -R seqtag:seqtag /models
@@ -66,8 +67,9 @@ USER seqtag
 FROM runtime AS cpu
 RUN pip install --index-url https://download.pytorch.org/whl/cpu torch==2.13.0
 COPY --from=build /wheels /tmp/wheels
-# jieba: `seqtag train --lexicon jieba` reads its dict.txt (MIT) at training time (the ctb6-seg recipe does)
-RUN pip install /tmp/wheels/*.whl "jieba>=0.42" && rm -rf /tmp/wheels
+# jieba and jionlp: `seqtag train --lexicon jieba` / `--lexicon jionlp-places` read jieba's dict.txt (MIT) and
+# jionlp's place names (Apache-2.0) at training time (the recipes do); jionlp's files are read, never imported
+RUN pip install /tmp/wheels/*.whl "jieba>=0.42" && pip install --no-deps "jionlp>=1.5" && rm -rf /tmp/wheels
 COPY training/recipes /app/training/recipes
 COPY checkpoints /app/checkpoints
 RUN cp -a /app/checkpoints/. /models/ && chown -R seqtag:seqtag /models
