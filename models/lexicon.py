@@ -18,9 +18,9 @@ into the stored one's; the stored index is never rebuilt.
 
 from __future__ import annotations
 
+import zipfile
 from dataclasses import dataclass, field
 from functools import lru_cache
-import zipfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Iterable
 
@@ -274,27 +274,23 @@ class Lexicon:
         return cls(groups, words, sources)
 
 
-def jieba_dictionary() -> Path:
-    """The path of jieba's ``dict.txt`` (MIT licence), from the installed ``jieba`` package."""
-    try:
-        import jieba  # noqa: PLC0415 - read at training time only
-    except ImportError:
-        raise FileNotFoundError("--lexicon jieba needs the jieba package at training time: pip install jieba") \
-            from None
-    path = Path(jieba.__file__).parent / "dict.txt"
-    if not path.exists():
-        raise FileNotFoundError(f"jieba is installed but has no dict.txt at {path}")
-    return path
-
-
 def _package_dir(name: str, hint: str) -> Path:
-    """Where an installed package's files are, found without importing it (jionlp's import pulls in more)."""
+    """Where an installed package's files are, found without importing it (read at training time only;
+    jionlp's import pulls in more)."""
     import importlib.util  # noqa: PLC0415
 
     spec = importlib.util.find_spec(name)
     if spec is None or not spec.submodule_search_locations:
         raise FileNotFoundError(f"--lexicon {hint} needs the {name} package at training time: pip install {name}")
     return Path(list(spec.submodule_search_locations)[0])
+
+
+def jieba_dictionary() -> Path:
+    """The path of jieba's ``dict.txt`` (MIT licence), from the installed ``jieba`` package."""
+    path = _package_dir("jieba", "jieba") / "dict.txt"
+    if not path.exists():
+        raise FileNotFoundError(f"jieba is installed but has no dict.txt at {path}")
+    return path
 
 
 def jionlp_places(max_level: int = 2) -> list[tuple[str, str]]:
@@ -331,7 +327,7 @@ def lexicon_entries(spec: str) -> tuple[list[str | tuple[str, str]], LexiconSour
         return entries, LexiconSource("jieba dict.txt (jieba 0.42)", "MIT", len(entries))
     if spec == "jionlp-places":
         places = jionlp_places()
-        return list(places), LexiconSource("jionlp place names (world_location, china_location to county level)",
+        return places, LexiconSource("jionlp place names (world_location, china_location to county level)",
                                            "Apache-2.0", len(places))
     entries = read_dictionary(spec)
     return entries, LexiconSource(Path(spec).name, "as given by the user", len(entries))

@@ -13,10 +13,9 @@ import sys
 from pathlib import Path
 
 import pytest
-
-from seqtag.models.codec import Encoded
 import torch
 
+from seqtag.models.codec import Encoded
 from seqtag.models.pipeline import Pipeline
 from tests.fixtures import (
     TINY_FLAGS,
