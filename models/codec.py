@@ -6,6 +6,10 @@ Unit rules (``units="latin_runs"``, the default):
 * a run of Latin letters and ASCII digits, with any combining marks after a
   letter and decimal parts between digits, is one unit: ``iPhone15``,
   ``COVID``, ``2024``, ``3.5``;
+* a run of one repeated ellipsis, dash or line character (``……``, ``——``,
+  ``...``, ``-----``, ``___``) is one unit: one punctuation mark, as the
+  Chinese standard writes an ellipsis or a dash with two characters
+  (``mark_runs``, on for models trained since it came; older ones split them);
 * every other character (each CJK character, punctuation, symbol, emoji code
   point, control character) is one unit of its own.
 
@@ -47,6 +51,9 @@ _SPECIALS = [PAD, UNK, BOUNDARY]
 
 # A decimal part only follows a digit: "v1.2" is one unit, "a.5" and "No.1" are three.
 _LATIN_RUN = r"(?:[\p{Latin}0-9]\p{M}*)+(?:(?<=[0-9])\.[0-9]+)*"
+# Characters that repeat to write one mark (ellipsis, dash, rule), after normalisation (NFKC makes "－" "-").
+_MARKS = "…⋯┅┄—―─━-._~=*·"
+_MARK_RUN = r"([…⋯┅┄—―─━\-._~=*·])\1+"
 _T2S_PATH = Path(__file__).parent / "data" / "t2s.json"
 LEXICON_FILE = "lexicon.json"  # in a checkpoint directory, when the model reads lexicon features
 
@@ -73,6 +80,9 @@ class CodecConfig(BaseModel):
     """bigrams seen fewer times in training are unknown"""
     max_bigrams: int = 50_000
     """most bigrams kept (the most frequent)"""
+    mark_runs: bool = True
+    """with latin_runs: a run of one repeated ellipsis, dash or line character (…… —— ... ---) is one unit
+    (checkpoints saved before this option split them, and keep doing so)"""
     lexicon_typed: bool = True
     """with --lexicon: group its words by type (person, place, organisation, other; from the lexicon's tags) or
     treat them all alike"""
@@ -102,6 +112,9 @@ _OTHER, _SPACE, _RUN, _SINGLE, _DOT = range(5)
 _SINGLE_RANGES = [(0x21, 0x2D), (0x2F, 0x2F), (0x3A, 0x40), (0x5B, 0x60), (0x7B, 0x7E), (0xB7, 0xB7),
                   (0x2010, 0x2027), (0x2030, 0x205E), (0x2190, 0x23FF), (0x2500, 0x27BF),
                   (0x3001, 0x3029), (0x3030, 0x303F), (0x3400, 0x4DBF), (0x4E00, 0x9FFF)]
+
+
+_MARK_POINTS = np.array(sorted(map(ord, _MARKS)), dtype=np.uint32)
 
 
 @lru_cache(maxsize=2)
@@ -151,8 +164,10 @@ def build_charmap(lowercase: bool, t2s: bool, zero_digits: bool = False) -> dict
     return table
 
 
-def _pre_tokenizer(units: str) -> pre_tokenizers.PreTokenizer:
+def _pre_tokenizer(units: str, mark_runs: bool = False) -> pre_tokenizers.PreTokenizer:
     pattern = _LATIN_RUN + "|." if units == "latin_runs" else "."
+    if units == "latin_runs" and mark_runs:
+        pattern = _MARK_RUN + "|" + pattern
     return pre_tokenizers.Sequence(
         [pre_tokenizers.WhitespaceSplit(), pre_tokenizers.Split(Regex(pattern), behavior="isolated")]
     )
@@ -367,7 +382,7 @@ class Codec:
         for tok in vocab:
             full.setdefault(tok, len(full))
         tok = Tokenizer(WordLevel(full, unk_token=UNK))
-        tok.pre_tokenizer = _pre_tokenizer(config.units)
+        tok.pre_tokenizer = _pre_tokenizer(config.units, config.mark_runs)
         return tok
 
     def extend(self, texts: Iterable[str]) -> tuple[int, int]:
@@ -585,6 +600,9 @@ class Codec:
             digit = (points >= 0x30) & (points <= 0x39)
             dot = np.flatnonzero((cls[1:-1] == _DOT) & digit[:-2] & digit[2:]) + 1
             bad[dot] = True
+            if self.config.mark_runs:  # a repeated mark (…… ——) is one unit: the tokenizer's pattern makes it
+                again = np.flatnonzero((points[1:] == points[:-1]) & ~text_start[1:-1]) + 1
+                bad[again[np.isin(points[again], _MARK_POINTS)]] = True
         slow = np.unique(owner[bad])
         run = cls == _RUN
         run_start = run & (text_start[:-1] | ~np.concatenate([[False], run[:-1]]))
@@ -708,7 +726,8 @@ class Codec:
     def load(cls, directory: Path) -> "Codec":
         directory = Path(directory)
         meta = json.loads((directory / "codec.json").read_text(encoding="utf-8"))
-        config = CodecConfig.model_validate(meta["config"])
+        # saved before mark_runs existed: their tokenizer splits repeated marks, and so must the array splitter
+        config = CodecConfig.model_validate({"mark_runs": False, **meta["config"]})
         tokenizer = Tokenizer.from_file(str(directory / "tokenizer.json"))
         charmap = meta["charmap"]
         if not all(isinstance(k, str) and isinstance(v, str) and len(k) == len(v) == 1 for k, v in charmap.items()):

@@ -8,6 +8,8 @@ character is in exactly one unit, and whitespace is never part of one.
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -78,6 +80,15 @@ UNIT_RULES = [
     ("👨\u200d👩", ["👨", "\u200d", "👩"]),
     ("中\u200b文", ["中", "\u200b", "文"]),  # zero-width space is not White_Space
     ("a b", ["a", "b"]),
+    # a repeated ellipsis, dash or rule character is one mark
+    ("他说……好", ["他", "说", "……", "好"]),
+    ("好——走", ["好", "——", "走"]),
+    ("…—", ["…", "—"]),
+    ("...", ["..."]),
+    ("3...5", ["3", "...", "5"]),
+    ("a--b__c", ["a", "--", "b", "__", "c"]),
+    ("－－", ["－－"]),
+    ("。。！！", ["。", "。", "！", "！"]),
     ("我\u3000爱\xa0北\t京\n。\r\n", ["我", "爱", "北", "京", "。"]),
     (" \u3000\xa0\t\n\r\u2028\u2029\u202f\x85\v\f", []),
     ("", []),
@@ -296,8 +307,31 @@ HOSTILE = [
 ]
 
 
+def test_repeated_marks_go_to_the_tokenizer_and_agree(codec):
+    texts = ["他说" * 40 + "……", "好——走" * 30, "平常的文字" * 20]
+    points = codec._normalized_points(texts)
+    normed = "".join(codec.normalize_all(texts))
+    assert codec._split_units(points, normed, np.asarray([len(t) for t in texts]))[1].tolist() == [0, 1]
+    _same_units(codec, texts)
+
+
+def test_checkpoints_saved_before_mark_runs_keep_splitting_marks(tmp_path):
+    old = Codec.build(CORPUS, CodecConfig(mark_runs=False))
+    old.save(tmp_path)
+    meta = json.loads((tmp_path / "codec.json").read_text(encoding="utf-8"))
+    del meta["config"]["mark_runs"]  # as an older seqtag wrote it
+    (tmp_path / "codec.json").write_text(json.dumps(meta, ensure_ascii=False), encoding="utf-8")
+    loaded = Codec.load(tmp_path)
+    assert loaded.config.mark_runs is False
+    texts = ["他说……好" * 30, "他说……好"]
+    for enc in (loaded.encode(texts), loaded._tokenize(loaded.normalize_all(texts))):
+        assert enc.offsets[1].tolist() == [[0, 1], [1, 2], [2, 3], [3, 4], [4, 5]]
+    _same_units(loaded, texts)
+    assert CodecConfig().mark_runs is True
+
+
 @pytest.mark.parametrize("config", [CodecConfig(), CodecConfig(units="chars", lowercase=False, t2s=True),
-                                    CodecConfig(t2s_unseen=False)])
+                                    CodecConfig(t2s_unseen=False), CodecConfig(mark_runs=False)])
 def test_save_load_round_trip(tmp_path, config):
     codec = Codec.build(CORPUS + ["说话"] * 2, config)
     codec.save(tmp_path)
@@ -503,13 +537,17 @@ def test_array_splitter_matches_the_tokenizer(codec, chars_codec, texts):
 def test_array_splitter_matches_the_tokenizer_on_every_plain_character(codec, chars_codec):
     from seqtag.models.codec import _SINGLE, _unit_classes
 
-    plain = np.flatnonzero(_unit_classes("latin_runs") == _SINGLE).tolist()
+    from seqtag.models.codec import _MARK_POINTS
+
+    # (a repeated mark, full-width ones included, goes to the tokenizer: the last test here checks it)
+    plain = np.flatnonzero(_unit_classes("latin_runs") == _SINGLE)
+    plain = plain[~np.isin(codec._table[plain], _MARK_POINTS)].tolist()
     # each character alone, between letters, digits, dots and itself
     texts = ["".join(f"{chr(c)}a{chr(c)}1{chr(c)}{chr(c)}.x1. " for c in plain[i : i + 200])
              for i in range(0, len(plain), 200)]
     _same_units(codec, texts)
     _same_units(chars_codec, texts)
-    assert len(plain) > 27000
+    assert len(plain) > 27000  # all but a dozen marks
     for one in (codec, chars_codec):  # and all of them were split by the arrays
         points = one._normalized_points(texts)
         normed = "".join(one.normalize_all(texts))
