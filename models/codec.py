@@ -62,7 +62,8 @@ class CodecConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True)
 
     units: Literal["latin_runs", "chars"] = "latin_runs"
-    """latin_runs: a run of Latin letters and digits is one unit (and a repeated ellipsis or dash, see mark_runs); chars: every character is one"""
+    """latin_runs: a run of Latin letters and digits is one unit (and a repeated ellipsis or dash, see
+    mark_runs); chars: every character is one"""
     lowercase: bool = True
     """look up units in lower case"""
     t2s: bool = False
