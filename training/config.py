@@ -55,8 +55,8 @@ class OptimConfig(BaseModel):
     mention_replace: float = Field(0.0, ge=0, le=1)
     """each epoch, this share of the training file's labelled spans (entities; POS words) is replaced by another
     span of the same label from the training file (or a lexicon: mention_lexicon), drawn afresh every epoch, so
-    that names are learnt from their context and not only by heart (0 = off). Segmentation: a word the lexicon
-    tags is swapped for another of the same tag and length (needs --lexicon jieba)"""
+    that names are learnt from their context and not only by heart (0 = off; no effect on segmentation, whose
+    words have no label)"""
     mention_compose: float = Field(0.0, ge=0, le=1)
     """with mention replacement, the chance that a replaced span which begins with another span text of the file
     (a place at the head of an organisation: 山东省 in 山东省人民政府) has only that head swapped, for another text
@@ -64,8 +64,7 @@ class OptimConfig(BaseModel):
     mention_lexicon: float = Field(0.0, ge=0, le=1)
     """with mention replacement and a typed lexicon, the chance that a swapped entity's new text is a word of the
     lexicon's group for its label (jieba's place names for LOC), not an entity of the training file: names
-    the file lacks, in its contexts (0 = the file's entities only). Segmentation: the chance that the new word
-    is a lexicon word the file never has, not another word of the file"""
+    the file lacks, in its contexts (0 = the file's entities only)"""
     ema: float = Field(0.0, ge=0, lt=1)
     """exponential moving average of the weights for evaluation and saving (0 = off)"""
     adversarial: float = Field(0.0, ge=0)
@@ -145,13 +144,10 @@ class TrainConfig(BaseModel):
         if (o.mention_compose > 0 or o.mention_lexicon > 0) and o.mention_replace <= 0:
             raise ValueError("mention_compose and mention_lexicon shape the swaps of mention replacement: "
                              "set mention_replace (--mention-replace) too")
-        if self.task == "seg" and o.mention_replace > 0 and not self.lexicon:
-            raise ValueError("mention replacement for segmentation swaps words for words of the same tag in the "
-                             "lexicon: add --lexicon jieba (a lexicon with word tags)")
         if o.mention_lexicon > 0:
-            if self.task == "pos":
-                raise ValueError("mention_lexicon draws names or words from a lexicon: tasks ner and seg only")
-            if self.task == "ner" and self.init_from is None and (not self.lexicon or not self.codec.lexicon_typed):
+            if self.task != "ner":
+                raise ValueError("mention_lexicon draws entity names from a typed lexicon: task ner only")
+            if self.init_from is None and (not self.lexicon or not self.codec.lexicon_typed):
                 raise ValueError("mention_lexicon needs a typed lexicon: --lexicon jieba (or a file with word types)")
         return self
 

@@ -386,65 +386,14 @@ class Trainer:
         """The training data of one epoch: the file, or with mention replacement a variant drawn from the run's
         seed and the epoch (the same on every rank and after a resume)."""
         share = self.config.optim.mention_replace
-        if share <= 0:
+        if share <= 0 or self.config.task == "seg":
             return self.gold_data
         rng = np.random.default_rng([self.config.run.seed, epoch, 7919])
         o = self.config.optim
-        if self.config.task == "seg":
-            return encode_examples(self._replace_words(share, rng), self.codec, self.meta.scheme, self.meta.tags)
         variant = replace_mentions(self.train_examples, share, rng, self._swap_fits, compose=o.mention_compose,
                                    outside=self._lexicon_names if o.mention_lexicon > 0 else None,
                                    outside_share=o.mention_lexicon)
         return encode_examples(variant, self.codec, self.meta.scheme, self.meta.tags)
-
-    def _replace_words(self, share: float, rng: np.random.Generator) -> list[Example]:
-        """Word replacement, segmentation's mention replacement: a training word that the lexicon tags (jieba's
-        ``n``, ``v``, ``nr``...) is, with probability ``share``, swapped for another word of the same tag and
-        length: with probability ``mention_lexicon`` a lexicon word the training file never has as a word,
-        otherwise another word of the file. New words in familiar contexts, their inner bigrams mostly unknown:
-        the model learns to find a word it has never seen from the lexicon and its context, as out-of-domain
-        text needs. Words of one character, or longer than six, stay."""
-        classes, outside = self._word_classes
-        labelled = [Example(ex.text, [Span(s.start, s.end, classes.get(ex.text[s.start:s.end], ""))
-                                      for s in ex.spans], ex.source) for ex in self.train_examples]
-        o = self.config.optim
-        swapped = replace_mentions(labelled, share, rng, self._swap_fits, outside=outside,
-                                   outside_share=o.mention_lexicon)
-        return [Example(ex.text, [Span(s.start, s.end, "") for s in ex.spans], ex.source) for ex in swapped]
-
-    @functools.cached_property
-    def _word_tags(self) -> dict[str, str]:
-        """The tag of each word of the run's lexicons that has one (the first given), for word replacement."""
-        tags: dict[str, str] = {}
-        for spec in self.config.lexicon:
-            try:
-                entries, _ = lexicon_entries(spec)
-            except (OSError, DictionaryError) as exc:
-                raise TrainingError(f"--lexicon {spec}: {exc}") from None
-            for entry in entries:
-                if not isinstance(entry, str):
-                    tags.setdefault(entry[0], entry[1])
-        return tags
-
-    @functools.cached_property
-    def _word_classes(self) -> tuple[dict[str, str], dict[str, np.ndarray]]:
-        """Word replacement's classes (``tag/length``): each training word the lexicon tags -> its class; each
-        class -> the lexicon's words of it that are not words of the training file."""
-        if not self._word_tags:
-            raise TrainingError("mention replacement for segmentation swaps words for lexicon words of the same "
-                                "tag: give a lexicon with word tags (--lexicon jieba)")
-        file_words = {ex.text[s.start:s.end] for ex in self.train_examples for s in ex.spans}
-
-        def cls(word: str) -> str:
-            tag = self._word_tags.get(word, "")
-            return f"{tag}/{len(word)}" if tag and 2 <= len(word) <= 6 else ""
-
-        classes = {w: c for w in file_words if (c := cls(w))}
-        grouped: dict[str, list[str]] = {}
-        for word in self._word_tags:
-            if word not in file_words and (c := cls(word)) and c in set(classes.values()):
-                grouped.setdefault(c, []).append(word)
-        return classes, {c: np.array(sorted(words), dtype=object) for c, words in grouped.items()}
 
     @functools.cached_property
     def _char_norm(self) -> dict[str, str]:

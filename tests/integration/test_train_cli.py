@@ -557,49 +557,8 @@ def test_mention_replacement_can_draw_names_from_a_typed_lexicon(tmp_path):
         build_config(layer, {"lexicon": []})
     with pytest.raises(ValueError, match="needs a typed lexicon"):
         build_config(layer, {"codec": {"lexicon_typed": False}})
-    with pytest.raises(ValueError, match="tasks ner and seg only"):
+    with pytest.raises(ValueError, match="task ner only"):
         build_config(layer, {"task": "pos"})
-
-
-def test_word_replacement_for_segmentation_draws_words_of_the_same_tag_and_length(tmp_path):
-    import numpy as np
-    import pytest
-
-    from seqtag.training.config import build_config
-    from seqtag.training.trainer import Trainer, TrainingError
-
-    train, dev = write_corpora(tmp_path, "seg")
-    lexicon = tmp_path / "words.txt"
-    # 学生/老师/朋友 (n, in the file), 工程师 (n, three characters), 邮递员 (n, new), 电视 (n, new), 跑步 (v, new)
-    lexicon.write_text("学生 9 n\n老师 9 n\n朋友 9 n\n电视 3 n\n邮递员 2 n\n跑步 5 v\n喜欢 9 v\n很 9 d\n",
-                       encoding="utf-8")
-    layer = {
-        "task": "seg", "format": "seg", "train": str(train), "dev": str(dev), "out": str(tmp_path / "run"),
-        "lexicon": [str(lexicon)], "codec": {"bigrams": False, "lexicon_typed": False},
-        "model": {"hidden": 16, "unit_dim": 16},
-        "optim": {"mention_replace": 1.0, "mention_lexicon": 1.0}, "run": {"device": "cpu", "threads": 1, "progress": False},
-    }
-    trainer = Trainer(build_config(layer))
-    classes, outside = trainer._word_classes
-    assert classes == {"学生": "n/2", "老师": "n/2", "朋友": "n/2", "喜欢": "v/2"}  # tagged, 2-6 characters
-    assert {k: v.tolist() for k, v in outside.items()} == {"n/2": ["电视"], "v/2": ["跑步"]}  # new words only
-    variant = trainer._replace_words(1.0, np.random.default_rng(0))
-    words = [{ex.text[s.start:s.end] for s in ex.spans} for ex in variant]
-    for ex, got in zip(trainer.train_examples, words):
-        gold = [ex.text[s.start:s.end] for s in ex.spans]
-        expect = {{"学生": "电视", "老师": "电视", "朋友": "电视", "喜欢": "跑步"}.get(w, w) for w in gold}
-        assert got == expect and all(not s.label for s in variant[0].spans)
-    # the epoch's data holds them: a sentence that had 喜欢 now has 跑步's units
-    run = trainer.codec.encode(["跑步"]).ids[0].tolist()
-    for ex, ids in zip(trainer.train_examples, trainer._epoch_data(1).ids):
-        ids = ids.tolist()
-        assert any(ids[i:i + 2] == run for i in range(len(ids))) == ("喜欢" in ex.text)
-    # a lexicon without tags has nothing to draw by; no lexicon is refused up front
-    lexicon.write_text("学生\n电视\n", encoding="utf-8")
-    with pytest.raises(TrainingError, match="lexicon with word tags"):
-        Trainer(build_config(layer))._epoch_data(0)
-    with pytest.raises(ValueError, match="add --lexicon jieba"):
-        build_config(layer, {"lexicon": []})
 
 
 def test_mention_replacement_makes_no_unknown_bigrams(tmp_path):
