@@ -115,6 +115,10 @@ def render_card(directory: Path, name: str, corpus: str) -> str:
                     "simplified characters, up to the words the two scripts write differently (see \"Traditional "
                     "characters\" in BENCHMARKS.md).\n")
     lexicon = _lexicon_text(directory)
+    # a fine-tuned model (--init-from): how the model it started from was trained, then this run
+    earlier = "".join(f"\n{'First' if k == 0 else 'Then'}:\n\n```\n{cmd}\n```\n"
+                      for k, cmd in enumerate(config.get("earlier_commands") or []))
+    earlier += "\nThen, from that model (`--init-from`):\n" if earlier else ""
     return f"""# {name}
 
 {TASK_TEXT[config['task']].capitalize()} for Chinese: a character(+bigram) {describe_network(config.get('tagger', {}))}
@@ -140,7 +144,7 @@ trained by seqtag's own code.
 | sentences | {dev.get('sentences', '?')} |
 {shipped}
 ## Training command
-
+{earlier}
 ```
 {config.get('command') or '(not recorded)'}
 ```

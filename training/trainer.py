@@ -314,10 +314,13 @@ class Trainer:
     def _fresh(self) -> None:
         cfg = self.config
         labels = sorted({s.label for e in self.train_examples for s in e.spans})
+        earlier: list[str] = []  # the commands that trained the model this run starts from, first to last
         if cfg.init_from:
             from seqtag import resolve
 
             self.tagger, self.codec, old = load_checkpoint(resolve(cfg.init_from), "cpu")
+            earlier = [*old.extra.get("earlier_commands", []),
+                       old.extra.get("command") or f"(not recorded: the model in {cfg.init_from})"]
             if cfg.lexicon:
                 raise TrainingError("--lexicon with --init-from: a fine-tuned model keeps the lexicon of the model "
                                     "it starts from (its inputs are fixed); drop --lexicon, or train from scratch")
@@ -342,14 +345,17 @@ class Trainer:
             scheme = cfg.scheme
             tags = tag_vocabulary(scheme, labels, outside=cfg.task == "ner")
             self.tagger = build_tagger(cfg.model, self.codec, scheme, tags)
-        self.meta = ModelMeta(cfg.task, scheme, tags, self._meta_extra())
+        self.meta = ModelMeta(cfg.task, scheme, tags, self._meta_extra(earlier))
 
-    def _meta_extra(self) -> dict[str, Any]:
+    def _meta_extra(self, earlier: list[str]) -> dict[str, Any]:
         corpora = {"train": fingerprint(self.config.train)}
         if self.config.dev:
             corpora["dev"] = fingerprint(self.config.dev)
         command = shlex.join(["seqtag", *sys.argv[1:]]) if Path(sys.argv[0]).name in ("seqtag", "cli.py") else None
-        return {"training": json.loads(self.config.model_dump_json()), "corpora": corpora, "command": command}
+        extra = {"training": json.loads(self.config.model_dump_json()), "corpora": corpora, "command": command}
+        if earlier:  # a model fine-tuned from another (--init-from) keeps how that one was trained
+            extra["earlier_commands"] = earlier
+        return extra
 
     def _check_alignment(self) -> None:
         d = self.data

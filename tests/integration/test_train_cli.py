@@ -635,6 +635,14 @@ def test_init_from_adds_a_new_label(ner_run, tmp_path):
     # and it predicts with the grown tag set
     spans = new.predict(["华星公司位于北京。"])
     assert all(s.label in {"PER", "LOC", "ORG"} for s in spans[0])
+    # it records how the model it started from was trained, and its card shows both commands in order
+    from seqtag.training.modelcard import render_card
+
+    config = json.loads((run / "best" / "config.json").read_text(encoding="utf-8"))
+    first = old_config["command"] or f"(not recorded: the model in {ner_run / 'best'})"  # (run in-process here)
+    assert config["earlier_commands"] == [first]
+    card = render_card(run / "best", "zh-ner", "msra-news")
+    assert card.index(first) < card.index("Then, from that model") < card.index(config["command"] or "(not recorded)")
 
 
 def test_init_from_a_model_of_another_task(seg_run, tmp_path, capsys):
