@@ -347,14 +347,15 @@ class Trainer:
             self.tagger = build_tagger(cfg.model, self.codec, scheme, tags)
         self.meta = ModelMeta(cfg.task, scheme, tags, self._meta_extra(earlier))
 
-    def _meta_extra(self, earlier: list[str]) -> dict[str, Any]:
+    def _meta_extra(self, earlier: Sequence[str] = ()) -> dict[str, Any]:
         corpora = {"train": fingerprint(self.config.train)}
         if self.config.dev:
             corpora["dev"] = fingerprint(self.config.dev)
         command = shlex.join(["seqtag", *sys.argv[1:]]) if Path(sys.argv[0]).name in ("seqtag", "cli.py") else None
         extra = {"training": json.loads(self.config.model_dump_json()), "corpora": corpora, "command": command}
-        if earlier:  # a model fine-tuned from another (--init-from) keeps how that one was trained
-            extra["earlier_commands"] = earlier
+        if earlier:  # a model fine-tuned from another (--init-from) keeps how that one was trained (a resume
+            # keeps what the run first recorded)
+            extra["earlier_commands"] = list(earlier)
         return extra
 
     def _check_alignment(self) -> None:
