@@ -116,8 +116,9 @@ def render_card(directory: Path, name: str, corpus: str) -> str:
                     "characters\" in BENCHMARKS.md).\n")
     lexicon = _lexicon_text(directory)
     # a fine-tuned model (--init-from): how the model it started from was trained, then this run
-    earlier = "".join(f"\n{'First' if k == 0 else 'Then'}:\n\n```\n{cmd}\n```\n"
-                      for k, cmd in enumerate(config.get("earlier_commands") or []))
+    history = config.get("earlier_commands")
+    history = history if isinstance(history, list) else []
+    earlier = "".join(f"\n{'First' if k == 0 else 'Then'}:\n\n```\n{cmd}\n```\n" for k, cmd in enumerate(history))
     earlier += "\nThen, from that model (`--init-from`):\n" if earlier else ""
     return f"""# {name}
 

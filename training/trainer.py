@@ -319,8 +319,9 @@ class Trainer:
             from seqtag import resolve
 
             self.tagger, self.codec, old = load_checkpoint(resolve(cfg.init_from), "cpu")
-            earlier = [*old.extra.get("earlier_commands", []),
-                       old.extra.get("command") or f"(not recorded: the model in {cfg.init_from})"]
+            prior = old.extra.get("earlier_commands")
+            earlier = [*(map(str, prior) if isinstance(prior, list) else ()),
+                       str(old.extra.get("command") or f"(not recorded: the model in {cfg.init_from})")]
             if cfg.lexicon:
                 raise TrainingError("--lexicon with --init-from: a fine-tuned model keeps the lexicon of the model "
                                     "it starts from (its inputs are fixed); drop --lexicon, or train from scratch")
