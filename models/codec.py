@@ -28,6 +28,7 @@ characters, so we do not use it.) Offsets are code points, half-open.
 from __future__ import annotations
 
 import json
+import re
 import unicodedata
 from collections import Counter
 from dataclasses import dataclass
@@ -51,9 +52,11 @@ _SPECIALS = [PAD, UNK, BOUNDARY]
 
 # A decimal part only follows a digit: "v1.2" is one unit, "a.5" and "No.1" are three.
 _LATIN_RUN = r"(?:[\p{Latin}0-9]\p{M}*)+(?:(?<=[0-9])\.[0-9]+)*"
-# Characters that repeat to write one mark (ellipsis, dash, rule), after normalisation (NFKC makes "－" "-").
+# Characters that repeat to write one mark (ellipsis, dash, rule), after normalisation (NFKC makes "－" "-"):
+# the tokenizer's pattern for a run of one of them, and their code points for the array splitter.
 _MARKS = "…⋯┅┄—―─━-._~=*·"
-_MARK_RUN = r"([…⋯┅┄—―─━\-._~=*·])\1+"
+_MARK_RUN = "([" + "".join(map(re.escape, _MARKS)) + r"])\1+"
+_MARK_POINTS = np.array(sorted(map(ord, _MARKS)), dtype=np.uint32)
 _T2S_PATH = Path(__file__).parent / "data" / "t2s.json"
 LEXICON_FILE = "lexicon.json"  # in a checkpoint directory, when the model reads lexicon features
 
@@ -113,9 +116,6 @@ _OTHER, _SPACE, _RUN, _SINGLE, _DOT = range(5)
 _SINGLE_RANGES = [(0x21, 0x2D), (0x2F, 0x2F), (0x3A, 0x40), (0x5B, 0x60), (0x7B, 0x7E), (0xB7, 0xB7),
                   (0x2010, 0x2027), (0x2030, 0x205E), (0x2190, 0x23FF), (0x2500, 0x27BF),
                   (0x3001, 0x3029), (0x3030, 0x303F), (0x3400, 0x4DBF), (0x4E00, 0x9FFF)]
-
-
-_MARK_POINTS = np.array(sorted(map(ord, _MARKS)), dtype=np.uint32)
 
 
 @lru_cache(maxsize=2)

@@ -535,9 +535,7 @@ def test_array_splitter_matches_the_tokenizer(codec, chars_codec, texts):
 
 
 def test_array_splitter_matches_the_tokenizer_on_every_plain_character(codec, chars_codec):
-    from seqtag.models.codec import _SINGLE, _unit_classes
-
-    from seqtag.models.codec import _MARK_POINTS
+    from seqtag.models.codec import _MARK_POINTS, _SINGLE, _unit_classes
 
     # (a repeated mark, full-width ones included, goes to the tokenizer: the last test here checks it)
     plain = np.flatnonzero(_unit_classes("latin_runs") == _SINGLE)
