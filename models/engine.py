@@ -3,7 +3,9 @@
 1. :func:`prepare`: cut each text into pieces (sentences, then windows of at most ``window`` characters) and
    find a dictionary's words in each piece (forced spans, on the piece's offsets);
 2. :func:`run`: tag a batch of pieces with a :class:`~models.pipeline.Pipeline` (encode the pieces that are
-   still text, in one codec call, then one forward pass): one single-row :class:`SpanTable` per piece;
+   still text, in one codec call, then one forward pass): one single-row :class:`SpanTable` per piece; a
+   segmentation or POS model also keeps the pieces' links, e-mail addresses and clock times whole (forced
+   like dictionary words, where nothing the caller forced overlaps them);
 3. :func:`assemble`: put the pieces' spans back onto their texts.
 
 ``Pipeline.predict`` calls :func:`prepare`, encodes all pieces at once and tags them batch by batch
@@ -23,7 +25,7 @@ import numpy as np
 from seqtag.models.dictionary import Dictionary
 from seqtag.models.lexicon import Lexicon
 from seqtag.models.spans import Span, SpanTable
-from seqtag.models.textsplit import split_text
+from seqtag.models.textsplit import find_links, split_text
 
 if TYPE_CHECKING:
     from seqtag.models.codec import Codec, Encoded
@@ -75,39 +77,67 @@ def prepare(texts: Sequence[str], window: int | None, dictionary: Dictionary | N
 
 def encode(pipeline: "Pipeline", pieces: Sequence[Piece]) -> list[Piece]:
     """The pieces with their units: those still text encoded together (one codec call per soft dictionary),
-    their forced spans kept where they fall on unit boundaries (a dictionary word may match half a Latin run)."""
+    their forced spans kept where they fall on unit boundaries (a dictionary word may match half a Latin run),
+    and for a word-level model the links they hold forced too (:func:`with_links`)."""
     todo = [k for k, piece in enumerate(pieces) if piece.ids is None]
     if not todo:
         return list(pieces)
     codec = pipeline.codec
+    links = word_level(pipeline)
     out = list(pieces)
     groups: dict[int, list[int]] = {}
     for k in todo:
         groups.setdefault(id(pieces[k].soft), []).append(k)
     for members in groups.values():
-        encoded = codec.encode([pieces[k].text for k in members], pieces[members[0]].soft)
+        texts = [pieces[k].text for k in members]
+        encoded = codec.encode(texts, pieces[members[0]].soft)
         lexicon = encoded.lexicon
+        found = find_links(texts) if links else {}
         for j, k in enumerate(members):
             offsets = encoded.offsets[j]
+            forced = codec.on_boundaries(offsets, pieces[k].forced)
+            if j in found:
+                forced = _add_links(codec, offsets, forced, found[j])
             out[k] = replace(pieces[k], ids=encoded.ids[j], offsets=offsets,
-                             lexicon=lexicon[j] if lexicon is not None else None,
-                             forced=codec.on_boundaries(offsets, pieces[k].forced))
+                             lexicon=lexicon[j] if lexicon is not None else None, forced=forced)
     return out
 
 
+def word_level(pipeline: "Pipeline") -> bool:
+    """Whether the model's spans are words (segmentation, POS): those keep links whole."""
+    return getattr(pipeline, "task", None) in ("seg", "pos")
+
+
 def encode_texts(codec: "Codec", pieces: Sequence[Piece], soft: Lexicon | None = None,
-                 drop_off_boundaries: bool = True) -> tuple["Encoded", list[Sequence[Span]] | None]:
+                 drop_off_boundaries: bool = True, links: bool = False,
+                 ) -> tuple["Encoded", list[Sequence[Span]] | None]:
     """The units of text ``pieces`` in one codec call (flat, no per-piece arrays), and their forced spans (None
     when there are none); ``drop_off_boundaries``: leave out forced spans off unit boundaries (dictionary words
     may match half a Latin run), else keep them as given (the caller's own spans: off boundaries they are an
-    error when tagged)."""
-    encoded = codec.encode([p.text for p in pieces], soft)
-    if not any(p.forced for p in pieces):
+    error when tagged). ``links``: the links, e-mail addresses and clock times in the pieces
+    (:func:`~models.textsplit.find_links`) are forced as words too, where no forced span overlaps them and
+    they fall on unit boundaries."""
+    texts = [p.text for p in pieces]
+    encoded = codec.encode(texts, soft)
+    found = find_links(texts) if links else {}
+    if not found and not any(p.forced for p in pieces):
         return encoded, None
-    if not drop_off_boundaries:
-        return encoded, [p.forced for p in pieces]
     offsets = encoded.offsets
-    return encoded, [codec.on_boundaries(offsets[i], p.forced) for i, p in enumerate(pieces)]
+    forced: list[Sequence[Span]] = [codec.on_boundaries(offsets[i], p.forced) if drop_off_boundaries else p.forced
+                                    for i, p in enumerate(pieces)]
+    for i, spans in found.items():
+        forced[i] = _add_links(codec, offsets[i], forced[i], spans)
+    return encoded, forced
+
+
+def _add_links(codec: "Codec", offsets: np.ndarray, forced: Sequence[Span],
+               links: Sequence[tuple[int, int]]) -> tuple[Span, ...]:
+    """``forced`` with the ``links`` that overlap none of its spans and fall on unit boundaries."""
+    extra = [Span(a, b, "") for a, b in links]
+    extra = [s for s in extra if not _overlaps(s, forced)]
+    if not extra:
+        return tuple(forced)
+    return tuple(sorted([*forced, *codec.on_boundaries(offsets, extra)]))
 
 
 def run(pipeline: "Pipeline", pieces: Sequence[Piece], scores: bool = False) -> SpanTable:
@@ -116,7 +146,7 @@ def run(pipeline: "Pipeline", pieces: Sequence[Piece], scores: bool = False) -> 
 
     soft = pieces[0].soft if pieces else None
     if all(p.ids is None and p.soft is soft for p in pieces):  # the service's batches: text, one codec call
-        encoded, forced = encode_texts(pipeline.codec, pieces, soft)
+        encoded, forced = encode_texts(pipeline.codec, pieces, soft, links=word_level(pipeline))
     else:
         pieces = encode(pipeline, pieces)
         with_lexicon = any(p.lexicon is not None for p in pieces)

@@ -179,7 +179,8 @@ class Pipeline:
             matcher = matcher if len(matcher) else None
         pieces = engine.prepare(texts, window, matcher, forced)
         # dictionary words off unit boundaries are left out; the caller's own forced spans are kept (an error)
-        encoded, piece_forced = engine.encode_texts(self.codec, pieces, soft, drop_off_boundaries=matcher is not None)
+        encoded, piece_forced = engine.encode_texts(self.codec, pieces, soft, drop_off_boundaries=matcher is not None,
+                                                          links=engine.word_level(self))
         plan = plan_batches(encoded.lengths, max_batch, max_units)
 
         def tag(order: list[int]) -> SpanTable:

@@ -643,6 +643,9 @@ def test_init_from_adds_a_new_label(ner_run, tmp_path):
     assert config["earlier_commands"] == [first]
     card = render_card(run / "best", "zh-ner", "msra-news")
     assert card.index(first) < card.index("Then, from that model") < card.index(config["command"] or "(not recorded)")
+    # its recorded training config gives the codec and architecture it really has (the old model's)
+    assert config["training"]["codec"] == new.codec.config.model_dump(mode="json")
+    assert config["training"]["model"] == new.tagger.config.model_dump(mode="json")
 
 
 def test_init_from_a_model_of_another_task(seg_run, tmp_path, capsys):

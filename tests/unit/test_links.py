@@ -1,0 +1,88 @@
+"""Links, e-mail addresses and clock times: found in the text (:func:`models.textsplit.find_links`) and kept
+whole by segmentation and POS models, through the one engine (Python, CLI, service)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from seqtag.models.pipeline import Pipeline
+from seqtag.models.spans import Span
+from seqtag.models.textsplit import find_links
+
+CHECKPOINTS = Path(__file__).resolve().parents[2] / "checkpoints"
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+@pytest.mark.parametrize("text, found", [
+    ("访问http://weibo.com/1675718025/xkexFsnzO。", ["http://weibo.com/1675718025/xkexFsnzO"]),
+    ("原文地址http //weibo.com/16/xk 原文", ["//weibo.com/16/xk"]),  # a scheme-less link
+    ("看www.baidu.com/s?wd=1,谢谢", ["www.baidu.com/s?wd=1"]),
+    ("见 https://example.org:8080/a_b-c~d.html. 吧", ["https://example.org:8080/a_b-c~d.html"]),
+    ("Priceline.com公司", ["Priceline.com"]),
+    ("www.y2kmfg.gov.tw.", ["www.y2kmfg.gov.tw"]),  # a full stop after a link is not part of it
+    ("发邮件到 zhang.san@163.com 吧", ["zhang.san@163.com"]),
+    ("ｔｏｍ．ｃｏｍ和ｍａｉｌ＠ｔｏｍ．ｃｏｍ", ["ｔｏｍ．ｃｏｍ", "ｍａｉｌ＠ｔｏｍ．ｃｏｍ"]),  # fullwidth, as CTB6 writes
+    ("晚上19:45见，7:05:30到", ["19:45", "7:05:30"]),
+    ("１９：４５", ["１９：４５"]),
+    ("比分6:3，以2:1获胜", []),  # scores and ratios are the model's (CTB6 writes them apart)
+    ("v1.2版本涨了3.14%", []),  # versions and decimals are no links
+    ("a.b和c@d", []),  # no known top-level domain, no host with a dot
+    ("", []),
+    ("我们喜欢图书馆。", []),
+])
+def test_find_links(text, found):
+    spans = find_links([text]).get(0, [])
+    assert [text[a:b] for a, b in spans] == found
+
+
+def test_find_links_maps_hits_to_their_texts():
+    texts = ["没有", "a@b.cn", "", "中文 www.x.cn", "12:30", "无"]
+    found = find_links(texts)
+    assert sorted(found) == [1, 3, 4]
+    assert found[1] == [(0, 6)] and found[3] == [(3, 11)] and found[4] == [(0, 5)]
+
+
+@pytest.fixture(scope="module")
+def seg() -> Pipeline:
+    return Pipeline.load(CHECKPOINTS / "zh-seg", device="cpu", int8=False)
+
+
+@pytest.fixture(scope="module")
+def pos() -> Pipeline:
+    return Pipeline.load(CHECKPOINTS / "zh-pos", device="cpu", int8=False)
+
+
+TEXTS = ["原文地址http://weibo.com/1675718025/xkexFsnzO请关注", "来信请寄zhang.san@163.com谢谢",
+         "晚上19:45在北京见", "访问ｗｗｗ．ｂａｉｄｕ．ｃｏｍ。", "我们喜欢图书馆。"]
+LINKS = ["http://weibo.com/1675718025/xkexFsnzO", "zhang.san@163.com", "19:45", "ｗｗｗ．ｂａｉｄｕ．ｃｏｍ"]
+
+
+def words(texts, results):
+    return [[t[s.start:s.end] for s in r] for t, r in zip(texts, results)]
+
+
+@pytest.mark.parametrize("model", ["seg", "pos"])
+def test_word_models_keep_links_whole(model, request):
+    pipeline = request.getfixturevalue(model)
+    found = words(TEXTS, pipeline.predict(TEXTS))
+    for link, text_words in zip(LINKS, found):
+        assert link in text_words, text_words
+    # the same through every way in: windows (the service's and the CLI's), batches of one, threads
+    assert pipeline.predict(TEXTS, window=64) == pipeline.predict(TEXTS)
+    assert pipeline.predict_table(TEXTS, max_batch=1, workers=2).to_lists() == pipeline.predict(TEXTS)
+
+
+def test_the_caller_s_words_win_over_a_link(seg):
+    text = ["来信请寄zhang.san@163.com谢谢"]
+    # a dictionary word, or a forced span, overlapping the address: the caller's word is kept, the link dropped
+    out = words(text, seg.predict(text, dictionary=["寄zhang"]))[0]
+    assert "寄zhang" in out and "zhang.san@163.com" not in out
+    forced = [[Span(4, 9, "")]]
+    assert words(text, seg.predict(text, forced=forced))[0][3] == "zhang"
+
+
+def test_entity_models_do_not_force_links():
+    ner = Pipeline.load(CHECKPOINTS / "zh-ner", device="cpu", int8=False)
+    assert all(s.end - s.start < 10 for r in ner.predict(TEXTS) for s in r)
