@@ -353,7 +353,11 @@ class Trainer:
         if self.config.dev:
             corpora["dev"] = fingerprint(self.config.dev)
         command = shlex.join(["seqtag", *sys.argv[1:]]) if Path(sys.argv[0]).name in ("seqtag", "cli.py") else None
-        extra = {"training": json.loads(self.config.model_dump_json()), "corpora": corpora, "command": command}
+        training = json.loads(self.config.model_dump_json())
+        if self.config.init_from:  # the model's inputs and shape are the starting model's, not the recipe's
+            training["codec"] = json.loads(self.codec.config.model_dump_json())
+            training["model"] = json.loads(self.tagger.config.model_dump_json())
+        extra = {"training": training, "corpora": corpora, "command": command}
         if earlier:  # a model fine-tuned from another (--init-from) keeps how that one was trained (a resume
             # keeps what the run first recorded)
             extra["earlier_commands"] = list(earlier)
