@@ -78,7 +78,7 @@ def prepare(texts: Sequence[str], window: int | None, dictionary: Dictionary | N
 def encode(pipeline: "Pipeline", pieces: Sequence[Piece]) -> list[Piece]:
     """The pieces with their units: those still text encoded together (one codec call per soft dictionary),
     their forced spans kept where they fall on unit boundaries (a dictionary word may match half a Latin run),
-    and for a word-level model the links they hold forced too (:func:`with_links`)."""
+    and for a word-level model the links they hold forced too (:func:`_add_links`)."""
     todo = [k for k, piece in enumerate(pieces) if piece.ids is None]
     if not todo:
         return list(pieces)

@@ -24,21 +24,34 @@ def _is_run_char(ch: str) -> bool:
 def split_text(text: str, max_units: int) -> list[tuple[int, int]]:
     """``(start, end)`` pieces of ``text`` in order, each with at most ``max_units`` characters
     (so at most that many units), cut at sentence ends where possible and never inside a
-    Latin/digit run unless the run itself is longer than a window. Pieces holding only whitespace
+    Latin/digit run, nor inside a link (:func:`find_links`: a "?" or "!" in ``x.com/s?q=1`` ends no
+    sentence), unless the run or link itself is longer than a window. Pieces holding only whitespace
     (the codec's definition, so no unit is lost) are left out.
     """
     if max_units < 1:
         raise ValueError("max_units must be >= 1")
+    links = find_links([text]).get(0, [])
     pieces: list[tuple[int, int]] = []
     start = 0
     for match in _SENTENCE_END.finditer(text):
-        pieces.extend(_windows(text, start, match.end(), max_units))
+        if links and _inside(links, match.start()):
+            continue
+        pieces.extend(_windows(text, start, match.end(), max_units, links))
         start = match.end()
-    pieces.extend(_windows(text, start, len(text), max_units))
+    pieces.extend(_windows(text, start, len(text), max_units, links))
     return [(a, b) for a, b in pieces if not all(is_space(ch) for ch in text[a:b])]
 
 
-def _windows(text: str, start: int, end: int, size: int) -> list[tuple[int, int]]:
+def _inside(links: Sequence[tuple[int, int]], at: int) -> tuple[int, int] | None:
+    """The link that position ``at`` falls strictly inside (not at its start), if any."""
+    for a, b in links:
+        if a < at < b:
+            return a, b
+    return None
+
+
+def _windows(text: str, start: int, end: int, size: int,
+             links: Sequence[tuple[int, int]] = ()) -> list[tuple[int, int]]:
     out = []
     while end - start > size:
         cut = start + size
@@ -46,6 +59,9 @@ def _windows(text: str, start: int, end: int, size: int) -> list[tuple[int, int]
         while back > start and _is_run_char(text[back - 1]) and _is_run_char(text[back]):
             back -= 1
         cut = back if back > start else cut
+        link = _inside(links, cut) if links else None
+        if link is not None and link[0] > start:  # a link no longer than the window stays in one piece
+            cut = link[0]
         out.append((start, cut))
         start = cut
     if end > start:
@@ -56,7 +72,8 @@ def _windows(text: str, start: int, end: int, size: int) -> list[tuple[int, int]
 # Links, e-mail addresses and clock times are words of their own for segmentation and POS models (the engine
 # forces them, like dictionary words): character models otherwise cut "weibo.com/1675718025" at every "." and
 # "/". Matched on the text with fullwidth ASCII read as ASCII (same length, so offsets hold). Scores and ratios
-# ("6:3") are left to the model: CTB6 writes them apart, and clock times ("19:45") together.
+# ("6:3", "98:87") are left to the model: CTB6 writes them apart, and clock times ("19:45": hours 0-23,
+# minutes 00-59) together.
 _PATH = r"(?:[/?#][A-Za-z0-9._~%!$&'*+=:@/?#-]*)?"
 _HOST = r"[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)+"
 _TLD = r"(?:com|net|org|edu|gov|mil|int|info|biz|io|ai|cn|hk|tw|mo|sg|jp|kr|uk|de|fr|ru|us|me|tv|cc)"
@@ -65,8 +82,9 @@ _LINK = re.compile(
     rf"(?:[A-Za-z][A-Za-z0-9+.-]*:)?//{_HOST}(?::[0-9]+)?{_PATH}"  # scheme://host/path, or //host/path
     rf"|[A-Za-z0-9._%+-]+@{_HOST}"  # e-mail address
     rf"|(?:[A-Za-z0-9-]+\.)+{_TLD}(?![A-Za-z0-9-]){_PATH}"  # www.host.tld, host.com/path
-    r"|(?<![0-9:])[0-9]{1,2}:[0-9]{2}(?::[0-9]{2})?(?![0-9:])"  # clock time
-    r")")
+    r")"
+    # a clock time: hours 0-23, minutes (and seconds) 00-59, not inside a longer run of digits and colons
+    r"|(?<![0-9])(?<![0-9]:)(?:[01]?[0-9]|2[0-3]):[0-5][0-9](?::[0-5][0-9])?(?![0-9]|:[0-9])")
 # a cheap first pass over a whole batch: texts without one of these cannot hold a link
 _LINK_HINT = re.compile(r"[:/@\uff1a\uff0f\uff20]|[.\uff0e][A-Za-z\uff21-\uff3a\uff41-\uff5a]")
 _FULLWIDTH = {c: c - 0xFEE0 for c in range(0xFF01, 0xFF5F)}

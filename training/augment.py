@@ -5,9 +5,10 @@ dictionary word hides inside them (周一仙 has 周一, "Monday"). This writes 
 some Chinese person names (found by an NER model where they are exactly one gold word) are swapped for
 made-up names of the same length: a common surname, then given-name characters drawn mostly from the
 corpus's own names and partly from all its Chinese characters. The context stays, the name changes, so
-the model learns that a surname in a name's context starts a word, whatever follows it. The copy is
-written in the corpus's own format family (``seg`` stays ``seg``, ``conllu`` and ``wordpos`` become
-``wordpos``, others ``jsonl``; labels kept), so that a recipe reads it and its dev file alike.
+the model learns that a surname in a name's context starts a word, whatever follows it. The copy keeps the
+labels and is written as ``seg`` when the corpus is ``seg`` or has no labels (so a recipe reads it and a
+``seg`` dev file alike), as ``wordpos`` when a ``conllu``/``wordpos`` corpus has tags, else as ``jsonl``;
+train with ``--format`` set to match (a dev file in another format must be converted too).
 
 The draws are fixed by ``--seed``; the NER model runs once over the corpus (CPU, about 30 s for CTB6's
 24k sentences on 2 threads).
@@ -22,6 +23,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Sequence
 
+from seqtag.models.checkpoint import CheckpointError
 from seqtag.models.spans import Example, Span
 from seqtag.training.readers import FORMATS, read_corpus, write_corpus
 
@@ -29,8 +31,10 @@ from seqtag.training.readers import FORMATS, read_corpus, write_corpus
 SURNAMES = ("王李张刘陈杨黄赵吴周徐孙马朱胡郭何高林罗郑梁谢宋唐许韩冯邓曹彭曾肖田董袁潘于蒋蔡余杜叶程苏魏吕丁任"
             "沈姚卢姜崔钟谭陆汪范金石廖贾夏韦付方白邹孟熊秦邱江尹薛闫段雷侯龙史陶黎贺顾毛郝龚邵万钱严覃武戴莫孔向汤")
 _SURNAME_SET = frozenset(SURNAMES)
+# a given-name character comes from the corpus's names this often, else from its text
 OWN_NAME_SHARE = 0.7
-OUT_FORMAT = {"seg": "seg", "conllu": "wordpos", "wordpos": "wordpos"}  # the copy's format, by the corpus's  # a given-name character comes from the corpus's names this often, else from its text
+# the copy's format, by the corpus's (a corpus without labels is written as seg)
+OUT_FORMAT = {"seg": "seg", "conllu": "wordpos", "wordpos": "wordpos"}
 
 
 def _cjk(text: str) -> bool:
@@ -101,7 +105,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         examples = read_corpus(args.corpus, args.format, tag_column=args.tag_column)
         ner = seqtag.load(args.ner)
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError, CheckpointError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     if ner.task != "ner":
@@ -109,8 +113,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     names = name_words(examples, ner.predict([ex.text for ex in examples]))
     out, swapped = swap_names(examples, names, args.share, args.seed)
-    write_corpus(out, Path(args.out), OUT_FORMAT.get(args.format, "jsonl"))
-    print(f"{len(examples)} sentences, {sum(map(len, names))} person names found, {swapped} swapped -> {args.out}",
+    labelled = any(s.label for ex in out for s in ex.spans)
+    fmt = OUT_FORMAT.get(args.format, "jsonl") if labelled else "seg"
+    try:
+        write_corpus(out, Path(args.out), fmt)
+    except (OSError, ValueError) as exc:
+        print(f"error: cannot write {args.out}: {exc}", file=sys.stderr)
+        return 2
+    print(f"{len(examples)} sentences, {sum(map(len, names))} person names found, {swapped} swapped -> {args.out} "
+          f"({fmt})",
           file=sys.stderr)
     return 0
 

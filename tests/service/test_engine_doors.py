@@ -93,11 +93,12 @@ def test_analyze_tokens_never_cut_an_entity(client):
 
 
 def test_links_come_out_whole_over_http(client):
-    text = "原文地址http://weibo.com/1675718025/xkexFsnzO，来信请寄zhang.san@163.com，19:45见"
+    text = "原文地址http://weibo.com/1675718025/xkexFsnzO，来信请寄zhang.san@163.com，19:45见，搜www.baidu.com/s?wd=1!"
     for route in ("/v1/segment", "/v1/pos"):
         tokens = client.post(route, json={"texts": [text]}).json()["results"][0]["tokens"]
         found = {text[t["start"]:t["end"]] for t in tokens}
-        assert {"http://weibo.com/1675718025/xkexFsnzO", "zhang.san@163.com", "19:45"} <= found, (route, found)
+        assert {"http://weibo.com/1675718025/xkexFsnzO", "zhang.san@163.com", "19:45", "www.baidu.com/s?wd=1"} <= found, (
+            route, found)
 
 
 def test_the_fast_path_steps_aside_for_a_route_with_its_own_dependency():

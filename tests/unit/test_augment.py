@@ -66,3 +66,16 @@ def test_the_command_refuses_a_model_that_is_not_ner(tmp_path, capsys):
     assert main([str(corpus), str(tmp_path / "o.jsonl"), "--ner", "zh-seg"]) == 2
     assert "not an NER model" in capsys.readouterr().err
     assert main([str(tmp_path / "missing.seg"), str(tmp_path / "o.jsonl")]) == 2
+    assert main([str(corpus), str(tmp_path / "o.seg"), "--ner", str(tmp_path)]) == 2  # not a checkpoint
+    assert main([str(corpus), str(tmp_path / "no" / "such" / "dir" / "o.seg")]) == 2
+    assert "cannot write" in capsys.readouterr().err
+
+
+def test_a_pos_corpus_without_tags_is_written_as_seg(tmp_path):
+    corpus = tmp_path / "train.wordpos"
+    corpus.write_text("记者_NN 王小明_NR 报道_VV\n", encoding="utf-8")
+    out = tmp_path / "aug.seg"
+    assert main([str(corpus), str(out), "--format", "wordpos", "--tag-column", "none", "--share", "1"]) == 0
+    assert len(out.read_text(encoding="utf-8").split()) == 3
+    assert main([str(corpus), str(tmp_path / "aug.wordpos"), "--format", "wordpos", "--share", "1"]) == 0
+    assert (tmp_path / "aug.wordpos").read_text(encoding="utf-8").split()[1].endswith("_NR")

@@ -9,7 +9,7 @@ import pytest
 
 from seqtag.models.pipeline import Pipeline
 from seqtag.models.spans import Span
-from seqtag.models.textsplit import find_links
+from seqtag.models.textsplit import find_links, split_text
 
 CHECKPOINTS = Path(__file__).resolve().parents[2] / "checkpoints"
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -26,7 +26,11 @@ pytestmark = pytest.mark.usefixtures("one_thread")
     ("ｔｏｍ．ｃｏｍ和ｍａｉｌ＠ｔｏｍ．ｃｏｍ", ["ｔｏｍ．ｃｏｍ", "ｍａｉｌ＠ｔｏｍ．ｃｏｍ"]),  # fullwidth, as CTB6 writes
     ("晚上19:45见，7:05:30到", ["19:45", "7:05:30"]),
     ("１９：４５", ["１９：４５"]),
-    ("比分6:3，以2:1获胜", []),  # scores and ratios are the model's (CTB6 writes them apart)
+    ("时间：19:45", ["19:45"]),
+    ("19:45-20:30", ["19:45", "20:30"]),
+    ("比分6:3，以2:1获胜，98:87", []),  # scores and ratios are the model's (CTB6 writes them apart)
+    ("箴28:11", []),  # no hour 28
+    ("12:345", []),
     ("v1.2版本涨了3.14%", []),  # versions and decimals are no links
     ("a.b和c@d", []),  # no known top-level domain, no host with a dot
     ("", []),
@@ -35,6 +39,15 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 def test_find_links(text, found):
     spans = find_links([text]).get(0, [])
     assert [text[a:b] for a, b in spans] == found
+
+
+def test_sentence_ends_and_windows_never_cut_a_link():
+    text = "你好吗？看www.baidu.com/s?wd=1!真的！"
+    assert [text[a:b] for a, b in split_text(text, 256)] == ["你好吗？", "看www.baidu.com/s?wd=1!", "真的！"]
+    text = "一二三四五六七八九十看a.cn/s?q=1"
+    assert [text[a:b] for a, b in split_text(text, 16)] == ["一二三四五六七八九十看", "a.cn/s?q=1"]
+    text = "一二三四五六七八九十看www.baidu.com/s?wd=1"  # a link longer than the window is cut after all
+    assert max(b - a for a, b in split_text(text, 16)) <= 16
 
 
 def test_find_links_maps_hits_to_their_texts():
@@ -55,8 +68,9 @@ def pos() -> Pipeline:
 
 
 TEXTS = ["原文地址http://weibo.com/1675718025/xkexFsnzO请关注", "来信请寄zhang.san@163.com谢谢",
-         "晚上19:45在北京见", "访问ｗｗｗ．ｂａｉｄｕ．ｃｏｍ。", "我们喜欢图书馆。"]
-LINKS = ["http://weibo.com/1675718025/xkexFsnzO", "zhang.san@163.com", "19:45", "ｗｗｗ．ｂａｉｄｕ．ｃｏｍ"]
+         "晚上19:45在北京见", "访问ｗｗｗ．ｂａｉｄｕ．ｃｏｍ。", "搜索www.baidu.com/s?wd=1!看看", "我们喜欢图书馆。"]
+LINKS = ["http://weibo.com/1675718025/xkexFsnzO", "zhang.san@163.com", "19:45", "ｗｗｗ．ｂａｉｄｕ．ｃｏｍ",
+         "www.baidu.com/s?wd=1"]
 
 
 def words(texts, results):
