@@ -15,6 +15,8 @@ DEFAULT_WINDOW = 256
 
 # A sentence ends after a terminator (plus closing quotes/brackets) or at a line break.
 _SENTENCE_END = re.compile(r"[。！？!?；;…]+[”’\"'）)\]】』」》]*|\n+|\r+")
+# the sentence ends a link may hold (in its path or query)
+_LINK_ENDS = re.compile(r"[?!？！]")
 
 
 def _is_run_char(ch: str) -> bool:
@@ -30,7 +32,8 @@ def split_text(text: str, max_units: int) -> list[tuple[int, int]]:
     """
     if max_units < 1:
         raise ValueError("max_units must be >= 1")
-    links = find_links([text]).get(0, [])
+    # links matter only where a cut could fall inside one: at a "?" or "!", or at a window cut
+    links = find_links([text]).get(0, []) if len(text) > max_units or _LINK_ENDS.search(text) else []
     pieces: list[tuple[int, int]] = []
     start = 0
     for match in _SENTENCE_END.finditer(text):

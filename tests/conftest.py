@@ -21,6 +21,22 @@ def corpus(*parts: str) -> Path:
     return path
 
 
+@pytest.fixture(scope="session")
+def shipped_model():
+    """``shipped_model("zh-seg")``: a shipped checkpoint as a CPU float32 pipeline, loaded once per test session
+    (a lexicon model's word index takes about a second to build) and shared by the modules that tag with it."""
+    from seqtag.models.pipeline import Pipeline
+
+    loaded = {}
+
+    def load(name: str) -> Pipeline:
+        if name not in loaded:
+            loaded[name] = Pipeline.load(ROOT / "checkpoints" / name, device="cpu", int8=False)
+        return loaded[name]
+
+    return load
+
+
 @pytest.fixture(scope="module")
 def one_thread():
     """One intra-op torch thread for a module's tests (``pytestmark = pytest.mark.usefixtures("one_thread")``):

@@ -58,6 +58,11 @@ def _sentences(n: int, seed: int) -> list[list[tuple[str, str]]]:
     return [_sentence(rng) for _ in range(n)]
 
 
+def words(texts: Sequence[str], results: Sequence[Sequence]) -> list[list[str]]:
+    """The text of every predicted span (``Span`` objects), per text."""
+    return [[text[s.start:s.end] for s in spans] for text, spans in zip(texts, results)]
+
+
 def write_seg_corpus(directory: str | Path, name: str = "seg.txt", n: int = 40, seed: int = 0) -> Path:
     """Words separated by spaces, one sentence per line."""
     path = Path(directory) / name

@@ -25,7 +25,7 @@ from typing import Sequence
 
 from seqtag.models.checkpoint import CheckpointError
 from seqtag.models.spans import Example, Span
-from seqtag.training.readers import FORMATS, read_corpus, write_corpus
+from seqtag.training.readers import FORMATS, TAG_COLUMNS, read_corpus, write_corpus
 
 # the most common Chinese surnames (one character each), in rough order of frequency
 SURNAMES = ("王李张刘陈杨黄赵吴周徐孙马朱胡郭何高林罗郑梁谢宋唐许韩冯邓曹彭曾肖田董袁潘于蒋蔡余杜叶程苏魏吕丁任"
@@ -37,13 +37,14 @@ OWN_NAME_SHARE = 0.7
 OUT_FORMAT = {"seg": "seg", "conllu": "wordpos", "wordpos": "wordpos"}
 
 
-def _cjk(text: str) -> bool:
-    return all("\u4e00" <= ch <= "\u9fff" for ch in text)
+def _cjk(ch: str) -> bool:
+    """A CJK unified ideograph (the basic block)."""
+    return "\u4e00" <= ch <= "\u9fff"
 
 
 def chinese_name(word: str) -> bool:
     """Two or three CJK characters starting with a common surname."""
-    return 2 <= len(word) <= 3 and word[0] in _SURNAME_SET and _cjk(word)
+    return 2 <= len(word) <= 3 and word[0] in _SURNAME_SET and all(map(_cjk, word))
 
 
 def name_words(examples: Sequence[Example], entities: Sequence[Sequence[Span]]) -> list[list[int]]:
@@ -65,7 +66,7 @@ def swap_names(examples: Sequence[Example], names: Sequence[Sequence[int]], shar
     rng = random.Random(seed)
     given = Counter(ch for ex, idx in zip(examples, names) for i in idx
                     for ch in ex.text[ex.spans[i].start + 1:ex.spans[i].end])
-    general = Counter(ch for ex in examples for ch in ex.text if "\u4e00" <= ch <= "\u9fff")
+    general = Counter(ch for ex in examples for ch in ex.text if _cjk(ch))
     if not given:
         return list(examples), 0
     own_chars, own_weights = zip(*given.items())
@@ -93,7 +94,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("corpus", help="a word-segmented (or POS) training file")
     parser.add_argument("out", help="where to write the copy")
     parser.add_argument("--format", default="seg", choices=FORMATS, help="the corpus's format (default seg)")
-    parser.add_argument("--tag-column", default="upos", choices=("upos", "xpos", "none"))
+    parser.add_argument("--tag-column", default="upos", choices=TAG_COLUMNS)
     parser.add_argument("--ner", default="zh-ner", help="the NER model that finds the names (default zh-ner)")
     parser.add_argument("--share", type=float, default=0.5, help="share of the names swapped (default 0.5)")
     parser.add_argument("--seed", type=int, default=1)

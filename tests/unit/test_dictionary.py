@@ -4,7 +4,6 @@ service's JSON), and ``Pipeline.predict(..., dictionary=...)`` with the shipped 
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
@@ -13,8 +12,8 @@ from hypothesis import strategies as st
 from seqtag.models.dictionary import Dictionary, DictionaryError, parse_entry_line, read_dictionary, without_labels
 from seqtag.models.pipeline import Pipeline
 from seqtag.models.spans import Span
+from tests.fixtures import words
 
-CHECKPOINTS = Path(__file__).resolve().parents[2] / "checkpoints"
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
@@ -124,17 +123,13 @@ def test_find_is_leftmost_longest_and_the_last_definition_wins(entries, text):
 
 
 @pytest.fixture(scope="module")
-def seg() -> Pipeline:
-    return Pipeline.load(CHECKPOINTS / "zh-seg", device="cpu", int8=False)
+def seg(shipped_model) -> Pipeline:
+    return shipped_model("zh-seg")
 
 
 @pytest.fixture(scope="module")
-def ner() -> Pipeline:
-    return Pipeline.load(CHECKPOINTS / "zh-ner", device="cpu", int8=False)
-
-
-def words(texts: list[str], results: list[list[Span]]) -> list[list[str]]:
-    return [[text[s.start:s.end] for s in spans] for text, spans in zip(texts, results)]
+def ner(shipped_model) -> Pipeline:
+    return shipped_model("zh-ner")
 
 
 TEXTS = ["华星公司在南京发布了ＩＰＨＯＮＥ手机", "阿里云很好", ""]

@@ -3,15 +3,13 @@ whole by segmentation and POS models, through the one engine (Python, CLI, servi
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 
 from seqtag.models.pipeline import Pipeline
 from seqtag.models.spans import Span
 from seqtag.models.textsplit import find_links, split_text
+from tests.fixtures import words
 
-CHECKPOINTS = Path(__file__).resolve().parents[2] / "checkpoints"
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
@@ -58,23 +56,19 @@ def test_find_links_maps_hits_to_their_texts():
 
 
 @pytest.fixture(scope="module")
-def seg() -> Pipeline:
-    return Pipeline.load(CHECKPOINTS / "zh-seg", device="cpu", int8=False)
+def seg(shipped_model) -> Pipeline:
+    return shipped_model("zh-seg")
 
 
 @pytest.fixture(scope="module")
-def pos() -> Pipeline:
-    return Pipeline.load(CHECKPOINTS / "zh-pos", device="cpu", int8=False)
+def pos(shipped_model) -> Pipeline:
+    return shipped_model("zh-pos")
 
 
 TEXTS = ["原文地址http://weibo.com/1675718025/xkexFsnzO请关注", "来信请寄zhang.san@163.com谢谢",
          "晚上19:45在北京见", "访问ｗｗｗ．ｂａｉｄｕ．ｃｏｍ。", "搜索www.baidu.com/s?wd=1!看看", "我们喜欢图书馆。"]
 LINKS = ["http://weibo.com/1675718025/xkexFsnzO", "zhang.san@163.com", "19:45", "ｗｗｗ．ｂａｉｄｕ．ｃｏｍ",
          "www.baidu.com/s?wd=1"]
-
-
-def words(texts, results):
-    return [[t[s.start:s.end] for s in r] for t, r in zip(texts, results)]
 
 
 @pytest.mark.parametrize("model", ["seg", "pos"])
@@ -98,6 +92,6 @@ def test_the_caller_s_words_win_over_a_link(seg):
     assert "zhang" in out and "zhang.san@163.com" not in out
 
 
-def test_entity_models_do_not_force_links():
-    ner = Pipeline.load(CHECKPOINTS / "zh-ner", device="cpu", int8=False)
+def test_entity_models_do_not_force_links(shipped_model):
+    ner = shipped_model("zh-ner")
     assert all(s.end - s.start < 10 for r in ner.predict(TEXTS) for s in r)
