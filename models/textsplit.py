@@ -82,10 +82,12 @@ _HOST = r"[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)+"
 _TLD = r"(?:com|net|org|edu|gov|mil|int|info|biz|io|ai|cn|hk|tw|mo|sg|jp|kr|uk|de|fr|ru|us|me|tv|cc)"
 _LINK = re.compile(
     r"(?<![A-Za-z0-9+.@-])(?:"
-    rf"(?:[A-Za-z][A-Za-z0-9+.-]*:)?//{_HOST}(?::[0-9]+)?{_PATH}"  # scheme://host/path, or //host/path
+    rf"[A-Za-z][A-Za-z0-9+.-]*://{_HOST}(?::[0-9]+)?{_PATH}"  # scheme://host/path
     rf"|[A-Za-z0-9._%+-]+@{_HOST}"  # e-mail address
     rf"|(?:[A-Za-z0-9-]+\.)+{_TLD}(?![A-Za-z0-9-]){_PATH}"  # www.host.tld, host.com/path
     r")"
+    # //host/path, also after a scheme that lost its colon ("http//weibo.com/..." keeps "//" with the link)
+    rf"|(?<![/:])//{_HOST}(?::[0-9]+)?{_PATH}"
     # a clock time: hours 0-23, minutes (and seconds) 00-59, not inside a longer run of digits and colons
     r"|(?<![0-9])(?<![0-9]:)(?:[01]?[0-9]|2[0-3]):[0-5][0-9](?::[0-5][0-9])?(?![0-9]|:[0-9])")
 # a cheap first pass over a whole batch: texts without one of these cannot hold a link

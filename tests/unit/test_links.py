@@ -16,6 +16,8 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 @pytest.mark.parametrize("text, found", [
     ("访问http://weibo.com/1675718025/xkexFsnzO。", ["http://weibo.com/1675718025/xkexFsnzO"]),
     ("原文地址http //weibo.com/16/xk 原文", ["//weibo.com/16/xk"]),  # a scheme-less link
+    ("原文地址http//weibo.com/16/xk原文", ["//weibo.com/16/xk"]),  # a scheme that lost its colon keeps "//" apart
+    ("///weibo.com", ["weibo.com"]),  # "//" after "/" starts no link
     ("看www.baidu.com/s?wd=1,谢谢", ["www.baidu.com/s?wd=1"]),
     ("见 https://example.org:8080/a_b-c~d.html. 吧", ["https://example.org:8080/a_b-c~d.html"]),
     ("Priceline.com公司", ["Priceline.com"]),
