@@ -33,6 +33,8 @@ SURNAMES = ("王李张刘陈杨黄赵吴周徐孙马朱胡郭何高林罗郑梁�
 _SURNAME_SET = frozenset(SURNAMES)
 # a given-name character comes from the corpus's names this often, else from its text
 OWN_NAME_SHARE = 0.7
+# a two-character name made a nickname starts with one of these (小环, 阿明)
+NICKNAME_PREFIXES = "小阿"
 # the copy's format, by the corpus's (a corpus without labels is written as seg)
 OUT_FORMAT = {"seg": "seg", "conllu": "wordpos", "wordpos": "wordpos"}
 
@@ -58,12 +60,23 @@ def name_words(examples: Sequence[Example], entities: Sequence[Sequence[Span]]) 
     return out
 
 
-def swap_names(examples: Sequence[Example], names: Sequence[Sequence[int]], share: float,
-               seed: int) -> tuple[list[Example], int]:
+def hidden_word_starts(examples: Sequence[Example]) -> list[str]:
+    """The corpus's two-character words that start with a common surname (周一 "Monday", 高度, 王国, and
+    two-character names such as 王震 too): a name that starts with one hides a word across its surname
+    boundary."""
+    found = {ex.text[s.start:s.end] for ex in examples for s in ex.spans if s.end - s.start == 2}
+    return sorted(w for w in found if w[0] in _SURNAME_SET and _cjk(w[1]))
+
+
+def swap_names(examples: Sequence[Example], names: Sequence[Sequence[int]], share: float, seed: int,
+               hidden: float = 0.0, nicknames: float = 0.0) -> tuple[list[Example], int]:
     """The examples with each name word (``names``) swapped, with probability ``share``, for a made-up name
-    of the same length; spans after it keep their places (same length). Returns the examples and how many
-    names were swapped."""
+    of the same length; spans after it keep their places (same length). Of the swapped three-character
+    names, a share ``hidden`` start with one of the corpus's two-character words (:func:`hidden_word_starts`:
+    周一仙); of the two-character ones, a share ``nicknames`` are a 小/阿 nickname (小环, 阿明). Returns the
+    examples and how many names were swapped. With both shares 0 the draws are those of earlier versions."""
     rng = random.Random(seed)
+    starts = hidden_word_starts(examples) if hidden else []
     given = Counter(ch for ex, idx in zip(examples, names) for i in idx
                     for ch in ex.text[ex.spans[i].start + 1:ex.spans[i].end])
     general = Counter(ch for ex in examples for ch in ex.text if _cjk(ch))
@@ -84,6 +97,11 @@ def swap_names(examples: Sequence[Example], names: Sequence[Sequence[int]], shar
                 own = rng.random() < OWN_NAME_SHARE
                 chars[k] = rng.choices(own_chars, own_weights)[0] if own else rng.choices(all_chars, all_weights)[0]
             chars[span.start] = rng.choices(SURNAMES, sur_weights)[0]
+            length = span.end - span.start
+            if starts and length == 3 and rng.random() < hidden:
+                chars[span.start:span.start + 2] = rng.choice(starts)
+            elif nicknames and length == 2 and rng.random() < nicknames:
+                chars[span.start] = rng.choice(NICKNAME_PREFIXES)
             swapped += 1
         out.append(Example("".join(chars), ex.spans, ex.source) if idx else ex)
     return out, swapped
@@ -97,10 +115,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--tag-column", default="upos", choices=TAG_COLUMNS)
     parser.add_argument("--ner", default="zh-ner", help="the NER model that finds the names (default zh-ner)")
     parser.add_argument("--share", type=float, default=0.5, help="share of the names swapped (default 0.5)")
+    parser.add_argument("--hidden-words", type=float, default=0.0, metavar="SHARE",
+                        help="share of the made-up three-character names that start with a two-character word of "
+                             "the corpus, as 周一仙 starts with 周一 (default 0)")
+    parser.add_argument("--nicknames", type=float, default=0.0, metavar="SHARE",
+                        help="share of the made-up two-character names written as a 小/阿 nickname (default 0)")
     parser.add_argument("--seed", type=int, default=1)
     args = parser.parse_args(argv)
-    if not 0 <= args.share <= 1:
-        parser.error("--share must be between 0 and 1")
+    for name in ("share", "hidden_words", "nicknames"):
+        if not 0 <= getattr(args, name) <= 1:
+            parser.error(f"--{name.replace('_', '-')} must be between 0 and 1")
     import seqtag
 
     try:
@@ -113,7 +137,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: --ner {args.ner} is a {ner.task} model, not an NER model", file=sys.stderr)
         return 2
     names = name_words(examples, ner.predict([ex.text for ex in examples]))
-    out, swapped = swap_names(examples, names, args.share, args.seed)
+    out, swapped = swap_names(examples, names, args.share, args.seed, args.hidden_words, args.nicknames)
     labelled = any(s.label for ex in out for s in ex.spans)
     fmt = OUT_FORMAT.get(args.format, "jsonl") if labelled else "seg"
     try:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from seqtag.models.spans import Example, Span
-from seqtag.training.augment import SURNAMES, chinese_name, main, name_words, swap_names
+from seqtag.training.augment import SURNAMES, chinese_name, hidden_word_starts, main, name_words, swap_names
 from seqtag.training.readers import read_corpus
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -79,3 +79,25 @@ def test_a_pos_corpus_without_tags_is_written_as_seg(tmp_path):
     assert len(out.read_text(encoding="utf-8").split()) == 3
     assert main([str(corpus), str(tmp_path / "aug.wordpos"), "--format", "wordpos", "--share", "1"]) == 0
     assert (tmp_path / "aug.wordpos").read_text(encoding="utf-8").split()[1].endswith("_NR")
+
+
+def test_hidden_words_and_nicknames():
+    exs = [words("周一张小凡和李华来了", "周一", "张小凡", "和", "李华", "来", "了"),
+           words("高度重视", "高度", "重视")]
+    names = [[1, 3], []]
+    # 周一, 高度 (and the name 李华) start with a surname: the corpus's words that a made-up name can hide
+    assert hidden_word_starts(exs) == ["周一", "李华", "高度"]
+    out, swapped = swap_names(exs, names, share=1.0, seed=5, hidden=1.0, nicknames=1.0)
+    assert swapped == 2 and out[0].spans == exs[0].spans
+    assert out[0].text[2:4] in ("周一", "李华", "高度")  # the three-character name starts with a hidden word
+    assert out[0].text[6] in "小阿"  # the two-character one is a nickname
+    # with both shares 0 the draws are those of the plain swap
+    assert swap_names(exs, names, 1.0, 5, 0.0, 0.0)[0][0].text == swap_names(exs, names, 1.0, 5)[0][0].text
+
+
+def test_the_command_checks_its_shares(tmp_path):
+    corpus = tmp_path / "train.seg"
+    corpus.write_text("今天 下雨 。\n", encoding="utf-8")
+    for flag in ("--share", "--hidden-words", "--nicknames"):
+        with pytest.raises(SystemExit):
+            main([str(corpus), str(tmp_path / "o.seg"), flag, "1.5"])
