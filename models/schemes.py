@@ -28,6 +28,9 @@ import torch
 
 from seqtag.models.spans import SpanTable
 
+# the label of a forced span that only keeps word boundaries out of its inside: the word that holds it may go on
+# past either end ("19:45" inside CTB6's "19:45分"); see TagTable.forced_mask
+JOINED = "\x00joined"
 START = "<START>"
 END = "<END>"
 OUTSIDE = "O"
@@ -193,6 +196,8 @@ class TagTable:
         self.labels = sorted({lab for _, lab in split})
         self.prefix = np.asarray([_PREFIX_CODE[p] for p, _ in split], dtype=np.int8)  # small: fast gathers
         self.label = np.asarray([self.labels.index(lab) for _, lab in split], dtype=np.int64)
+        self._goes_on = torch.from_numpy(np.isin(self.prefix, (_I, _E)))  # continues the word before it
+        self._not_last = torch.from_numpy(np.isin(self.prefix, (_B, _I)))  # the word goes on after it
 
     def spans(self, tag_ids: np.ndarray, lengths: np.ndarray, flat_offsets: np.ndarray,
               probs: np.ndarray | None) -> SpanTable:
@@ -259,11 +264,17 @@ class TagTable:
 
     def forced_mask(self, aligned: Sequence[Sequence[tuple[int, int, str]]], width: int) -> torch.Tensor:
         """(B, L, T) bool: which tags each unit may take so that every forced unit span ``(first, last + 1,
-        label)`` of row b (``aligned[b]``, see :meth:`Codec.align`) comes out whole. A label the model lacks
-        is a ``ValueError``."""
+        label)`` of row b (``aligned[b]``, see :meth:`Codec.align`) comes out whole; a span labelled
+        :data:`JOINED` only inside one word (no word starts after its first unit or ends before its last). A
+        label the model lacks is a ``ValueError``."""
         mask = torch.ones(len(aligned), width, len(self.tags), dtype=torch.bool)
         for row, spans in enumerate(aligned):
             for start, end, label in spans:
+                if label == JOINED:
+                    mask[row, start + 1:end] &= self._goes_on
+                    if self.scheme is not TagScheme.BIO:  # BIO: the next unit's I already says it
+                        mask[row, start:end - 1] &= self._not_last
+                    continue
                 for pos in range(start, end):
                     mask[row, pos] = self.allowed_at(pos - start, end - start, label)
                 if end < width and self.scheme is TagScheme.BIO:

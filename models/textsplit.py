@@ -72,14 +72,16 @@ def _windows(text: str, start: int, end: int, size: int,
     return out
 
 
-# Links, e-mail addresses and clock times are words of their own for segmentation and POS models (the engine
-# forces them, like dictionary words): character models otherwise cut "weibo.com/1675718025" at every "." and
-# "/". Matched on the text with fullwidth ASCII read as ASCII (same length, so offsets hold). Scores and ratios
+# Links and e-mail addresses are words of their own for segmentation and POS models (the engine forces them,
+# like dictionary words), and clock times lie inside one word ("19:45分" may stay one): character models
+# otherwise cut "weibo.com/1675718025" at every "." and "/". Matched on the text with fullwidth ASCII read as ASCII (same length, so offsets hold). Scores and ratios
 # ("6:3", "98:87") are left to the model: CTB6 writes them apart, and clock times ("19:45": hours 0-23,
 # minutes 00-59) together.
 _PATH = r"(?:[/?#][A-Za-z0-9._~%!$&'*+=:@/?#-]*)?"
 _HOST = r"[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)+"
 _TLD = r"(?:com|net|org|edu|gov|mil|int|info|biz|io|ai|cn|hk|tw|mo|sg|jp|kr|uk|de|fr|ru|us|me|tv|cc)"
+_CLOCK = r"(?:[01]?[0-9]|2[0-3]):[0-5][0-9](?::[0-5][0-9])?"
+_CLOCK_TIME = re.compile(_CLOCK)
 _LINK = re.compile(
     r"(?<![A-Za-z0-9+.@-])(?:"
     rf"[A-Za-z][A-Za-z0-9+.-]*://{_HOST}(?::[0-9]+)?{_PATH}"  # scheme://host/path
@@ -89,10 +91,15 @@ _LINK = re.compile(
     # //host/path, also after a scheme that lost its colon ("http//weibo.com/..." keeps "//" with the link)
     rf"|(?<![/:])//{_HOST}(?::[0-9]+)?{_PATH}"
     # a clock time: hours 0-23, minutes (and seconds) 00-59, not inside a longer run of digits and colons
-    r"|(?<![0-9])(?<![0-9]:)(?:[01]?[0-9]|2[0-3]):[0-5][0-9](?::[0-5][0-9])?(?![0-9]|:[0-9])")
+    rf"|(?<![0-9])(?<![0-9]:){_CLOCK}(?![0-9]|:[0-9])")
 # a cheap first pass over a whole batch: texts without one of these cannot hold a link
 _LINK_HINT = re.compile(r"[:/@\uff1a\uff0f\uff20]|[.\uff0e][A-Za-z\uff21-\uff3a\uff41-\uff5a]")
 _FULLWIDTH = {c: c - 0xFEE0 for c in range(0xFF01, 0xFF5F)}
+
+
+def clock_time(text: str) -> bool:
+    """Whether ``text`` (a span :func:`find_links` found) is a clock time rather than a link or address."""
+    return _CLOCK_TIME.fullmatch(text.translate(_FULLWIDTH)) is not None
 
 
 def find_links(texts: Sequence[str]) -> dict[int, list[tuple[int, int]]]:

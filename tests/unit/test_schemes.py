@@ -10,7 +10,9 @@ from hypothesis import strategies as st
 
 from seqtag.models.schemes import (
     END,
+    JOINED,
     START,
+    TagTable,
     TagScheme,
     allowed_transitions,
     convert_tags,
@@ -257,3 +259,27 @@ def _is_allowed_path(tags: list[str], scheme: TagScheme, labels: list[str]) -> b
     vocab, matrix = _vocab_and_matrix(scheme, tuple(labels))
     idx = [len(vocab)] + [vocab.index(t) for t in tags] + [len(vocab) + 1]
     return all(bool(matrix[a, b]) for a, b in zip(idx, idx[1:]))
+
+
+@pytest.mark.parametrize("scheme, labels", [(BMES, [""]), (BIOES, ["NUM", "X"]), (BIO, ["NUM", "X"])])
+def test_a_joined_span_keeps_boundaries_out_of_its_inside_only(scheme, labels):
+    """Every valid tag path that a JOINED span (units 1..3 of 5) allows has units 1-3 in one word, and the
+    word may go on past either end (a clock time inside CTB6's "19:45分")."""
+    import itertools
+
+    tags = tag_vocabulary(scheme, [lab for lab in labels if lab], outside=scheme is not BMES) if labels != [""] \
+        else ["B", "M", "E", "S"]
+    table = TagTable(tags, scheme)
+    mask = table.forced_mask([[(1, 4, JOINED)]], 5)[0]
+    names = table.tags
+    allowed = {i: [t for t in range(len(names)) if mask[i, t]] for i in range(5)}
+    follows = allowed_transitions(scheme, names)
+    extents = set()
+    for path in itertools.product(*(allowed[i] for i in range(5))):
+        if not all(follows[a, b] for a, b in zip(path, path[1:])):
+            continue
+        spans = tags_to_spans([names[t] for t in path])
+        holding = [(a, b) for a, b, _ in spans if a <= 1 < b]
+        assert holding and holding[0][1] >= 4, (path, spans)  # units 1..3 lie in one span
+        extents.add(holding[0])
+    assert {(1, 4), (0, 4), (1, 5), (0, 5)} <= extents  # whole, or longer on either side
