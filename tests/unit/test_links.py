@@ -18,6 +18,12 @@ pytestmark = pytest.mark.usefixtures("one_thread")
     ("原文地址http //weibo.com/16/xk 原文", ["//weibo.com/16/xk"]),  # a scheme-less link
     ("原文地址http//weibo.com/16/xk原文", ["//weibo.com/16/xk"]),  # a scheme that lost its colon keeps "//" apart
     ("///weibo.com", ["weibo.com"]),  # "//" after "/" starts no link
+    ("我爱你//@吴水果:能不能", ["//@吴水果"]),  # a repost's mention, closed by its colon
+    ("@秦丹DANNY 你好，回复＠李四：好", ["@秦丹DANNY", "＠李四"]),
+    ("转发 @张三", ["@张三"]),  # at the text's end, after whitespace
+    ("//@吴水果能不能", []),  # run into the text: where it ends is the model's to find
+    ("我@张三", []),
+    ("a@b 好", []),  # no mention inside a word
     ("看www.baidu.com/s?wd=1,谢谢", ["www.baidu.com/s?wd=1"]),
     ("见 https://example.org:8080/a_b-c~d.html. 吧", ["https://example.org:8080/a_b-c~d.html"]),
     ("Priceline.com公司", ["Priceline.com"]),
