@@ -17,7 +17,7 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import torch
 from safetensors import SafetensorError
@@ -260,6 +260,34 @@ def load_checkpoint(directory: str | Path, device: str | torch.device = "cpu") -
     tagger.to(device).eval()
     extra = {k: v for k, v in config.items() if k not in ("task", "scheme", "tags")}
     return tagger, codec, ModelMeta(task, scheme, tags, extra, _read_seen(directory))
+
+
+def average_weights(tagger: Tagger, directory: str | Path, others: Sequence[str | Path]) -> None:
+    """Set ``tagger`` (loaded from ``directory``) to the mean of its weights and those of the checkpoints
+    ``others`` (a "model soup"): one lineage only, i.e. the same codec, lexicon, tags and architecture, as a
+    warm restart (``--init-from``) has. Anything else is a ``CheckpointError``."""
+    directory = Path(directory)
+    own = tagger.state_dict()
+    total = {k: v.detach().double().clone() for k, v in own.items() if v.is_floating_point()}
+    for other in others:
+        other = Path(other)
+        for name in ("codec.json", "tokenizer.json", "lexicon.json"):
+            mine, theirs = directory / name, other / name
+            if mine.exists() != theirs.exists() or (mine.exists() and mine.read_bytes() != theirs.read_bytes()):
+                raise CheckpointError(f"{other}: its {name} differs from {directory}'s; only checkpoints of one "
+                                      "lineage (a model and its --init-from restarts) can be averaged")
+        their_tagger, _, their_meta = load_checkpoint(other, "cpu")
+        state = their_tagger.state_dict()
+        if their_meta.tags != list(read_config(directory)["tags"]) or state.keys() != own.keys() or any(
+                state[k].shape != v.shape for k, v in own.items()):
+            raise CheckpointError(f"{other}: its tags or weights do not match {directory}'s")
+        for k, v in state.items():
+            if k in total:
+                total[k] += v.double()
+            elif not torch.equal(v, own[k]):
+                raise CheckpointError(f"{other}: its {k} differs from {directory}'s")
+    n = len(others) + 1
+    tagger.load_state_dict({**own, **{k: (v / n).to(own[k].dtype) for k, v in total.items()}})
 
 
 def _read_seen(directory: Path) -> set[str] | None:

@@ -166,6 +166,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="store weights in float16 (default: as the source checkpoint)")
     c.add_argument("--int8-embeddings", action=argparse.BooleanOptionalAction, default=None,
                    help="store the embedding tables as int8 rows with one scale each (default: as the source)")
+    c.add_argument("--average", action="append", default=[], metavar="CHECKPOINT",
+                   help="average the model's weights with this checkpoint's (repeatable): one lineage only, e.g. a "
+                   "model and its --init-from restart (same codec, lexicon and architecture)")
     c.add_argument("--dev", help="re-score the compacted model on this dev file and store the new dev metrics")
     c.add_argument("--int8", action=argparse.BooleanOptionalAction, default=None,
                    help="mark the model for dynamic int8 quantisation of its encoder (and a projection "
@@ -470,13 +473,17 @@ def _predict_chunk(pipeline, texts: list[str], fmt: str, sink, batch_size: int, 
 
 
 def cmd_compact(args: argparse.Namespace) -> int:
-    """Prune and/or halve a checkpoint; evaluate the result on dev before shipping it."""
+    """Prune and/or halve a checkpoint (or average it with others of its lineage); evaluate the result on dev
+    before shipping it."""
     import torch
 
-    from seqtag.models.checkpoint import load_checkpoint, save_checkpoint, stored_as, update_config
+    from seqtag.models.checkpoint import average_weights, load_checkpoint, save_checkpoint, stored_as, update_config
     from seqtag.models.pipeline import Pipeline
 
     tagger, codec, meta = load_checkpoint(args.model, "cpu")
+    if args.average:
+        average_weights(tagger, args.model, args.average)
+        meta.extra["averaged_with"] = [str(p) for p in args.average]
     source = stored_as(meta.extra)
     half = args.half if args.half is not None else source["half"]
     int8_rows = args.int8_embeddings if args.int8_embeddings is not None else source["int8_embeddings"]

@@ -598,3 +598,27 @@ def test_training_flag_stores_best_with_int8_tables(tmp_path):
     assert config["int8_rows"] and config["training"]["run"]["int8_embeddings"] is True
     assert read_config(run / "last")["int8_rows"] == []  # the resume snapshot keeps full precision
     load_checkpoint(run / "best")
+
+
+def test_compact_averages_weights_within_one_lineage(tmp_path, capsys):
+    """``seqtag compact A OUT --average B``: the mean of the weights of a model and its restart (here, a run's
+    best and last checkpoints share codec and lexicon); a checkpoint of another lineage is a clear error."""
+    from seqtag.cli import main
+    from tests.fixtures import train_tiny
+
+    run = train_tiny(tmp_path / "t", "seg", epochs=2)
+    best, _, _ = load_checkpoint(run / "best")
+    last, _, _ = load_checkpoint(run / "last")
+    out = tmp_path / "avg"
+    assert main(["compact", str(run / "best"), str(out), "--average", str(run / "last")]) == 0
+    mixed, _, meta = load_checkpoint(out)
+    for name, value in mixed.state_dict().items():
+        a, b = best.state_dict()[name], last.state_dict()[name]
+        if value.is_floating_point():
+            assert torch.allclose(value.float(), (a.float() + b.float()) / 2, atol=1e-2), name
+    assert meta.extra["averaged_with"] == [str(run / "last")]
+    other = train_tiny(tmp_path / "p", "pos", epochs=1)  # another lineage: other tags (and codec)
+    with pytest.raises(SystemExit) as exit_:
+        main(["compact", str(run / "best"), str(tmp_path / "bad"), "--average", str(other / "best")])
+    assert exit_.value.code == 2
+    assert "do not match" in capsys.readouterr().err and not (tmp_path / "bad").exists()
