@@ -23,7 +23,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from seqtag.models.codec import Codec
+from seqtag.models.codec import UNK_ID, Codec
 from seqtag.models.schemes import TagScheme, allowed_transitions
 from seqtag.models.tagger import Tagger, TaggerConfig
 
@@ -262,32 +262,56 @@ def load_checkpoint(directory: str | Path, device: str | torch.device = "cpu") -
     return tagger, codec, ModelMeta(task, scheme, tags, extra, _read_seen(directory))
 
 
+# embedding tables that a warm restart grows (Codec.extend): ids past a smaller model's table are its UNK row
+_GROWN_TABLES = ("unit_embed.weight", "bigram_embed.weight")
+
+
 def average_weights(tagger: Tagger, directory: str | Path, others: Sequence[str | Path]) -> None:
     """Set ``tagger`` (loaded from ``directory``) to the mean of its weights and those of the checkpoints
-    ``others`` (a "model soup"): one lineage only, i.e. the same codec, lexicon, tags and architecture, as a
-    warm restart (``--init-from``) has. Anything else is a ``CheckpointError``."""
+    ``others`` (a "model soup"). They must be of one lineage: the same tags, architecture, lexicon and codec
+    settings, with vocabularies that ``directory``'s extends (a model and its ``--init-from`` restarts, the
+    restart given first). A unit or bigram a smaller model lacks counts with that model's UNK row, as that
+    model reads it. Anything else is a ``CheckpointError``."""
     directory = Path(directory)
     own = tagger.state_dict()
+    mine = _codec_json(directory)
+    vocab = Codec.load(directory).tokenizer.get_vocab()
     total = {k: v.detach().double().clone() for k, v in own.items() if v.is_floating_point()}
-    for other in others:
-        other = Path(other)
-        for name in ("codec.json", "tokenizer.json", "lexicon.json"):
-            mine, theirs = directory / name, other / name
-            if mine.exists() != theirs.exists() or (mine.exists() and mine.read_bytes() != theirs.read_bytes()):
-                raise CheckpointError(f"{other}: its {name} differs from {directory}'s; only checkpoints of one "
-                                      "lineage (a model and its --init-from restarts) can be averaged")
+    for other in map(Path, others):
+        theirs = _codec_json(other)
+        lexicons = [(d / "lexicon.json").read_bytes() if (d / "lexicon.json").exists() else None
+                    for d in (directory, other)]
+        their_codec = Codec.load(other)
+        their_bigrams = theirs.get("bigrams") or []
+        if (theirs.get("config") != mine.get("config") or theirs.get("charmap") != mine.get("charmap")
+                or lexicons[0] != lexicons[1] or their_bigrams != (mine.get("bigrams") or [])[:len(their_bigrams)]
+                or any(vocab.get(u) != i for u, i in their_codec.tokenizer.get_vocab().items())):
+            raise CheckpointError(f"{other}: not of {directory}'s lineage (its codec, lexicon or vocabulary is not "
+                                  f"one that {directory}'s extends); give the latest restart first")
         their_tagger, _, their_meta = load_checkpoint(other, "cpu")
         state = their_tagger.state_dict()
-        if their_meta.tags != list(read_config(directory)["tags"]) or state.keys() != own.keys() or any(
-                state[k].shape != v.shape for k, v in own.items()):
+        if their_meta.tags != list(read_config(directory)["tags"]) or state.keys() != own.keys():
             raise CheckpointError(f"{other}: its tags or weights do not match {directory}'s")
         for k, v in state.items():
+            if v.shape != own[k].shape and k in _GROWN_TABLES and v.shape[1:] == own[k].shape[1:] \
+                    and v.shape[0] < own[k].shape[0]:
+                v = torch.cat([v, v[UNK_ID].expand(own[k].shape[0] - v.shape[0], -1)])
+            if v.shape != own[k].shape:
+                raise CheckpointError(f"{other}: its {k} {tuple(v.shape)} does not match {directory}'s "
+                                      f"{tuple(own[k].shape)}")
             if k in total:
                 total[k] += v.double()
             elif not torch.equal(v, own[k]):
                 raise CheckpointError(f"{other}: its {k} differs from {directory}'s")
     n = len(others) + 1
     tagger.load_state_dict({**own, **{k: (v / n).to(own[k].dtype) for k, v in total.items()}})
+
+
+def _codec_json(directory: Path) -> dict[str, Any]:
+    try:
+        return json.loads((directory / "codec.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise CheckpointError(f"{directory}/codec.json: unreadable ({type(exc).__name__})") from None
 
 
 def _read_seen(directory: Path) -> set[str] | None:

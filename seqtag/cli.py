@@ -482,8 +482,12 @@ def cmd_compact(args: argparse.Namespace) -> int:
 
     tagger, codec, meta = load_checkpoint(args.model, "cpu")
     if args.average:
+        from seqtag.models.checkpoint import read_config
+
         average_weights(tagger, args.model, args.average)
-        meta.extra["averaged_with"] = [str(p) for p in args.average]
+        meta.extra["averaged_with"] = [{"checkpoint": str(p), "command": read_config(p).get("command")}
+                                       for p in args.average]
+        meta.extra.pop("dev_metrics", None)  # the run's own scores are not the average's: --dev scores it
     source = stored_as(meta.extra)
     half = args.half if args.half is not None else source["half"]
     int8_rows = args.int8_embeddings if args.int8_embeddings is not None else source["int8_embeddings"]

@@ -92,6 +92,12 @@ def render_card(directory: Path, name: str, corpus: str) -> str:
                    f"int8 embedding tables={compacted.get('int8_embeddings', False)}; "
                    "the dev metrics above were measured on this compacted checkpoint "
                    f"(dev F1 of the trained model before compaction: {before:.2f}).\n" if before is not None else "")
+    averaged = config.get("averaged_with")
+    if isinstance(averaged, list) and averaged:
+        others = "; ".join(f"`{a.get('checkpoint')}`" + (f" (trained by `{a['command']}`)" if a.get("command") else "")
+                           for a in averaged if isinstance(a, dict))
+        shipped += (f"\nIts weights are the mean of those of the run below and of {others}, the model that run "
+                    "started from (`seqtag compact --average`); the dev metrics above were measured on that mean.\n")
     storage = config.get("weights_dtype", "float32") + " weights" + (
         ", int8 embedding tables" if config.get("int8_rows") else "")
     inference = config.get("inference") or {}

@@ -616,9 +616,40 @@ def test_compact_averages_weights_within_one_lineage(tmp_path, capsys):
         a, b = best.state_dict()[name], last.state_dict()[name]
         if value.is_floating_point():
             assert torch.allclose(value.float(), (a.float() + b.float()) / 2, atol=1e-2), name
-    assert meta.extra["averaged_with"] == [str(run / "last")]
+    assert [a["checkpoint"] for a in meta.extra["averaged_with"]] == [str(run / "last")]
+    assert "dev_metrics" not in meta.extra  # the run's own scores are not the average's
+    from seqtag.training.modelcard import render_card
+
+    assert "`seqtag compact --average`" in render_card(out, "zh-seg", "ctb6")
     other = train_tiny(tmp_path / "p", "pos", epochs=1)  # another lineage: other tags (and codec)
     with pytest.raises(SystemExit) as exit_:
         main(["compact", str(run / "best"), str(tmp_path / "bad"), "--average", str(other / "best")])
     assert exit_.value.code == 2
     assert "do not match" in capsys.readouterr().err and not (tmp_path / "bad").exists()
+
+
+def test_average_a_restart_that_grew_the_vocabulary(tmp_path):
+    """A warm restart on new text grows the unit and bigram tables; averaged with the model it started from,
+    the new rows count with that model's UNK row, and a model that is not a prefix of the restart's
+    vocabulary (given first the wrong way round) is refused."""
+    from seqtag.cli import main
+    from tests.fixtures import train_tiny, write_corpora
+
+    base = train_tiny(tmp_path / "b", "seg", epochs=1)
+    train, _ = write_corpora(tmp_path / "b", "seg")
+    more = tmp_path / "more.seg"
+    more.write_text(Path(train).read_text(encoding="utf-8") + "龘龘 靐 齉齉 。\n" * 5, encoding="utf-8")
+    restart = train_tiny(tmp_path / "r", "seg", epochs=1,
+                         extra_flags=["--init-from", str(base / "best"), "--train", str(more)])
+    small, _, _ = load_checkpoint(base / "best")
+    big, codec, _ = load_checkpoint(restart / "best")
+    n = small.unit_embed.num_embeddings
+    assert big.unit_embed.num_embeddings > n
+    out = tmp_path / "avg"
+    assert main(["compact", str(restart / "best"), str(out), "--average", str(base / "best")]) == 0
+    mixed, _, _ = load_checkpoint(out)
+    a, b, m = small.unit_embed.weight, big.unit_embed.weight, mixed.unit_embed.weight
+    assert torch.allclose(m[:n], (a + b[:n]) / 2, atol=1e-2)
+    assert torch.allclose(m[n:], (a[1] + b[n:]) / 2, atol=1e-2)  # new units: the small model's UNK row
+    with pytest.raises(SystemExit):
+        main(["compact", str(base / "best"), str(tmp_path / "bad"), "--average", str(restart / "best")])
