@@ -131,11 +131,16 @@ def encode_texts(codec: "Codec", pieces: Sequence[Piece], soft: Lexicon | None =
     return encoded, forced
 
 
+_TIME_UNITS = ("分", "秒")
+
+
 def _add_links(codec: "Codec", text: str, offsets: np.ndarray, forced: Sequence[Span],
                links: Sequence[tuple[int, int]]) -> tuple[Span, ...]:
-    """``forced`` with the ``links`` that overlap none of its spans and fall on unit boundaries: a link or
-    e-mail address as a word of its own, a clock time only inside one (CTB6 writes "19:45分" as one word)."""
-    extra = [Span(a, b, JOINED if clock_time(text[a:b]) else "") for a, b in links]
+    """``forced`` with the ``links`` that overlap none of its spans and fall on unit boundaries, each a word of
+    its own; but a clock time before 分 or 秒 only inside one, so that the model may join them as CTB6 writes
+    "０：０２分" (elsewhere it would as soon join "19:45见")."""
+    extra = [Span(a, b, JOINED if text[b:b + 1] in _TIME_UNITS and clock_time(text[a:b]) else "")
+             for a, b in links]
     extra = [s for s in extra if not _overlaps(s, forced)]
     if not extra:
         return tuple(forced)

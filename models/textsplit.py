@@ -72,11 +72,11 @@ def _windows(text: str, start: int, end: int, size: int,
     return out
 
 
-# Links, e-mail addresses and mentions are words of their own for segmentation and POS models (the engine forces them,
-# like dictionary words), and clock times lie inside one word ("19:45分" may stay one): character models
-# otherwise cut "weibo.com/1675718025" at every "." and "/". Matched on the text with fullwidth ASCII read as ASCII (same length, so offsets hold). Scores and ratios
-# ("6:3", "98:87") are left to the model: CTB6 writes them apart, and clock times ("19:45": hours 0-23,
-# minutes 00-59) together.
+# Links, e-mail addresses, mentions and clock times are words of their own for segmentation and POS models (the
+# engine forces them, like dictionary words; a time before 分 or 秒 only lies inside one): character models
+# otherwise cut "weibo.com/1675718025" at every "." and "/". Matched on the text with fullwidth ASCII read as
+# ASCII (same length, so offsets hold). Scores and ratios ("6:3", "98:87") are left to the model: CTB6 writes
+# them apart, and clock times ("19:45": hours 0-23, minutes 00-59) together.
 _PATH = r"(?:[/?#][A-Za-z0-9._~%!$&'*+=:@/?#-]*)?"
 _HOST = r"[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)+"
 _TLD = r"(?:com|net|org|edu|gov|mil|int|info|biz|io|ai|cn|hk|tw|mo|sg|jp|kr|uk|de|fr|ru|us|me|tv|cc)"

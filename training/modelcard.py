@@ -90,8 +90,9 @@ def render_card(directory: Path, name: str, corpus: str) -> str:
         shipped = (f"\nShipped form: `seqtag compact` with max_bigrams={compacted.get('max_bigrams')}, "
                    f"16-bit weights={compacted.get('half')}, "
                    f"int8 embedding tables={compacted.get('int8_embeddings', False)}; "
-                   "the dev metrics above were measured on this compacted checkpoint "
-                   f"(dev F1 of the trained model before compaction: {before:.2f}).\n" if before is not None else "")
+                   "the dev metrics above were measured on this compacted checkpoint"
+                   + (f" (dev F1 of the trained model before compaction: {before:.2f}).\n" if before is not None
+                      else ".\n"))
     averaged = config.get("averaged_with")
     if isinstance(averaged, list) and averaged:
         others = "; ".join(f"`{a.get('checkpoint')}`" + (f" (trained by `{a['command']}`)" if a.get("command") else "")

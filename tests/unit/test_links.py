@@ -106,13 +106,13 @@ def test_entity_models_do_not_force_links(shipped_model):
 
 
 def test_a_clock_time_is_only_kept_from_being_cut(seg):
-    """A link is forced as a word of its own; a clock time only inside one, so that CTB6's one-word
-    "０：０２分" stays within the model's reach (models.schemes.JOINED)."""
+    """A link, or a clock time, is forced as a word of its own; a time before 分 or 秒 only inside one, so
+    that CTB6's one-word "０：０２分" stays within the model's reach (models.schemes.JOINED)."""
     from seqtag.models import engine
     from seqtag.models.schemes import JOINED
 
-    texts = ["比赛于０：０２分开始", "见http://a.cn/x吧"]
+    texts = ["比赛于０：０２分开始", "见http://a.cn/x吧，19:45见"]
     _, forced = engine.encode_texts(seg.codec, engine.prepare(texts, None), links=True)
     assert [(texts[i][s.start:s.end], s.label) for i in range(2) for s in forced[i]] == [
-        ("０：０２", JOINED), ("http://a.cn/x", "")]
+        ("０：０２", JOINED), ("http://a.cn/x", ""), ("19:45", "")]
     assert any("０：０２" in w for w in words(texts[:1], seg.predict(texts[:1]))[0])  # within one word
