@@ -274,10 +274,15 @@ def average_weights(tagger: Tagger, directory: str | Path, others: Sequence[str 
     model reads it. Anything else is a ``CheckpointError``."""
     directory = Path(directory)
     own = tagger.state_dict()
+    config = read_config(directory)
     mine = _codec_json(directory)
     vocab = Codec.load(directory).tokenizer.get_vocab()
     total = {k: v.detach().double().clone() for k, v in own.items() if v.is_floating_point()}
     for other in map(Path, others):
+        if not _one_lineage(directory, config, other, read_config(other)):
+            raise CheckpointError(f"{other}: not of {directory}'s lineage: neither run started from the other "
+                                  "(--init-from), nor do both come from one run; averaging unrelated models gives "
+                                  "meaningless weights")
         theirs = _codec_json(other)
         lexicons = [(d / "lexicon.json").read_bytes() if (d / "lexicon.json").exists() else None
                     for d in (directory, other)]
@@ -305,6 +310,23 @@ def average_weights(tagger: Tagger, directory: str | Path, others: Sequence[str 
                 raise CheckpointError(f"{other}: its {k} differs from {directory}'s")
     n = len(others) + 1
     tagger.load_state_dict({**own, **{k: (v / n).to(own[k].dtype) for k, v in total.items()}})
+
+
+def _one_lineage(a: Path, config_a: dict[str, Any], b: Path, config_b: dict[str, Any]) -> bool:
+    """Whether two checkpoints share a training history: the same first run (``lineage``, recorded since
+    training runs have it: the run ids from the first run to this one), or one trained ``--init-from`` the other
+    (its recorded path, as given, from the current directory)."""
+    first_a, first_b = config_a.get("lineage"), config_b.get("lineage")
+    if isinstance(first_a, list) and isinstance(first_b, list) and first_a and first_a[0] == (first_b or [None])[0]:
+        return True
+    for child, parent in ((config_a, b), (config_b, a)):
+        start = (child.get("training") or {}).get("init_from")
+        try:
+            if start and Path(str(start)).exists() and Path(str(start)).samefile(parent):
+                return True
+        except OSError:
+            continue
+    return False
 
 
 def _codec_json(directory: Path) -> dict[str, Any]:

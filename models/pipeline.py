@@ -17,7 +17,7 @@ from seqtag.models.codec import Codec, Encoded
 from seqtag.models.dictionary import Dictionary, DictionaryError, Entry, clip, without_labels
 from seqtag.models.lexicon import Lexicon
 from seqtag.models.runtime import pick_device, quantize_int8
-from seqtag.models.schemes import TagTable
+from seqtag.models.schemes import JOINED, TagTable
 from seqtag.models.spans import Span, SpanTable
 from seqtag.models.tagger import Tagger
 
@@ -223,6 +223,8 @@ class Pipeline:
         tag_mask = None
         if forced is not None and any(forced):
             offsets = np.split(flat_offsets, np.cumsum(lengths)[:-1])
+            if self.tagger.crf is None:  # a softmax decoder tags units one by one: only whole words hold
+                forced = [[Span(s.start, s.end, "") if s.label == JOINED else s for s in row] for row in forced]
             tag_mask = tags.forced_mask([self._aligned(offs, spans) for offs, spans in zip(offsets, forced)], width)
         if self.task in ("seg", "pos"):
             tag_mask = tags.break_at_whitespace(flat_offsets, lengths, width, tag_mask)

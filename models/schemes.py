@@ -198,6 +198,7 @@ class TagTable:
         self.label = np.asarray([self.labels.index(lab) for _, lab in split], dtype=np.int64)
         self._goes_on = torch.from_numpy(np.isin(self.prefix, (_I, _E)))  # continues the word before it
         self._not_last = torch.from_numpy(np.isin(self.prefix, (_B, _I)))  # the word goes on after it
+        self._in_word = torch.from_numpy(self.prefix != _O)
 
     def spans(self, tag_ids: np.ndarray, lengths: np.ndarray, flat_offsets: np.ndarray,
               probs: np.ndarray | None) -> SpanTable:
@@ -270,8 +271,9 @@ class TagTable:
         mask = torch.ones(len(aligned), width, len(self.tags), dtype=torch.bool)
         for row, spans in enumerate(aligned):
             for start, end, label in spans:
-                if label == JOINED:
+                if label == JOINED:  # for a CRF's paths (Pipeline gives a softmax decoder whole words instead)
                     mask[row, start + 1:end] &= self._goes_on
+                    mask[row, start] &= self._in_word
                     if self.scheme is not TagScheme.BIO:  # BIO: the next unit's I already says it
                         mask[row, start:end - 1] &= self._not_last
                     continue

@@ -77,7 +77,8 @@ def _windows(text: str, start: int, end: int, size: int,
 # otherwise cut "weibo.com/1675718025" at every "." and "/". Matched on the text with fullwidth ASCII read as
 # ASCII (same length, so offsets hold). Scores and ratios ("6:3", "98:87") are left to the model: CTB6 writes
 # them apart, and clock times ("19:45": hours 0-23, minutes 00-59) together.
-_PATH = r"(?:[/?#][A-Za-z0-9._~%!$&'*+=:@/?#-]*)?"
+# a path stops before a repost's "//@" ("http://t.cn/abc//@张三:" is a link, then a mention)
+_PATH = r"(?:[/?#](?:(?!//@)[A-Za-z0-9._~%!$&'*+=:@/?#-])*)?"
 _HOST = r"[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)+"
 _TLD = r"(?:com|net|org|edu|gov|mil|int|info|biz|io|ai|cn|hk|tw|mo|sg|jp|kr|uk|de|fr|ru|us|me|tv|cc)"
 _MENTION = r"@[A-Za-z0-9_\-\u4e00-\u9fff]{1,30}"
@@ -93,7 +94,7 @@ _LINK = re.compile(
     rf"|(?<![/:])//{_HOST}(?::[0-9]+)?{_PATH}"
     # a Weibo-style mention ("@秦丹DANNY ", a repost's "//@吴水果:"), only where a colon or whitespace closes
     # it, or the text's end one that whitespace opens: run straight into Chinese text, its end is the model's
-    rf"|/{{0,2}}(?<![A-Za-z0-9._%+-]){_MENTION}(?=[:\s])|(?:(?<=\s)|^){_MENTION}$"
+    rf"|/{{0,2}}(?<![A-Za-z0-9._%+-]){_MENTION}(?=:(?![0-9])|\s)|(?:(?<=\s)|^){_MENTION}$"
     # a clock time: hours 0-23, minutes (and seconds) 00-59, not inside a longer run of digits and colons
     rf"|(?<![0-9])(?<![0-9]:){_CLOCK}(?![0-9]|:[0-9])")
 # a cheap first pass over a whole batch: texts without one of these cannot hold a link

@@ -93,12 +93,14 @@ def render_card(directory: Path, name: str, corpus: str) -> str:
                    "the dev metrics above were measured on this compacted checkpoint"
                    + (f" (dev F1 of the trained model before compaction: {before:.2f}).\n" if before is not None
                       else ".\n"))
-    averaged = config.get("averaged_with")
-    if isinstance(averaged, list) and averaged:
-        others = "; ".join(f"`{a.get('checkpoint')}`" + (f" (trained by `{a['command']}`)" if a.get("command") else "")
-                           for a in averaged if isinstance(a, dict))
-        shipped += (f"\nIts weights are the mean of those of the run below and of {others}, the model that run "
-                    "started from (`seqtag compact --average`); the dev metrics above were measured on that mean.\n")
+    averaged = [a for a in config.get("averaged_with") or [] if isinstance(a, dict)]
+    if averaged:
+        start = training.get("init_from")
+        others = "; ".join(f"`{a.get('checkpoint')}`" + (" (the model the run below started from)"
+                                                          if start and a.get("checkpoint") == start else "")
+                           + (f", trained by `{a['command']}`" if a.get("command") else "") for a in averaged)
+        shipped += (f"\nIts weights are the mean of those of the run below and of {others} (`seqtag compact "
+                    "--average`)" + ("; the dev metrics above were measured on that mean.\n" if dev else ".\n"))
     storage = config.get("weights_dtype", "float32") + " weights" + (
         ", int8 embedding tables" if config.get("int8_rows") else "")
     inference = config.get("inference") or {}

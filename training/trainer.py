@@ -21,6 +21,7 @@ import random
 import shlex
 import sys
 import time
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
@@ -315,6 +316,7 @@ class Trainer:
         cfg = self.config
         labels = sorted({s.label for e in self.train_examples for s in e.spans})
         earlier: list[str] = []  # the commands that trained the model this run starts from, first to last
+        lineage = [uuid.uuid4().hex]  # this run's id after those of the runs it starts from (compact --average)
         if cfg.init_from:
             from seqtag import resolve
 
@@ -322,6 +324,8 @@ class Trainer:
             prior = old.extra.get("earlier_commands")
             earlier = [*(map(str, prior) if isinstance(prior, list) else ()),
                        str(old.extra.get("command") or f"(not recorded: the model in {cfg.init_from})")]
+            prior_lineage = old.extra.get("lineage")
+            lineage = [*(map(str, prior_lineage) if isinstance(prior_lineage, list) else ()), *lineage]
             if cfg.lexicon:
                 raise TrainingError("--lexicon with --init-from: a fine-tuned model keeps the lexicon of the model "
                                     "it starts from (its inputs are fixed); drop --lexicon, or train from scratch")
@@ -346,7 +350,7 @@ class Trainer:
             scheme = cfg.scheme
             tags = tag_vocabulary(scheme, labels, outside=cfg.task == "ner")
             self.tagger = build_tagger(cfg.model, self.codec, scheme, tags)
-        self.meta = ModelMeta(cfg.task, scheme, tags, self._meta_extra(earlier))
+        self.meta = ModelMeta(cfg.task, scheme, tags, {**self._meta_extra(earlier), "lineage": lineage})
 
     def _meta_extra(self, earlier: Sequence[str] = ()) -> dict[str, Any]:
         corpora = {"train": fingerprint(self.config.train)}

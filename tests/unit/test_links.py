@@ -21,6 +21,8 @@ pytestmark = pytest.mark.usefixtures("one_thread")
     ("我爱你//@吴水果:能不能", ["//@吴水果"]),  # a repost's mention, closed by its colon
     ("@秦丹DANNY 你好，回复＠李四：好", ["@秦丹DANNY", "＠李四"]),
     ("转发 @张三", ["@张三"]),  # at the text's end, after whitespace
+    ("我们@10:30开会", ["10:30"]),  # a clock time's colon closes no mention
+    ("http://t.cn/abc//@张三:好", ["http://t.cn/abc", "//@张三"]),  # a path stops before a repost's "//@"
     ("//@吴水果能不能", []),  # run into the text: where it ends is the model's to find
     ("我@张三", []),
     ("a@b 好", []),  # no mention inside a word

@@ -283,3 +283,4 @@ def test_a_joined_span_keeps_boundaries_out_of_its_inside_only(scheme, labels):
         assert holding and holding[0][1] >= 4, (path, spans)  # units 1..3 lie in one span
         extents.add(holding[0])
     assert {(1, 4), (0, 4), (1, 5), (0, 5)} <= extents  # whole, or longer on either side
+    assert not any(mask[1, t] for t, name in enumerate(names) if name == "O")  # its first unit is in a word
