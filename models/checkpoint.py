@@ -23,7 +23,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from seqtag.models.codec import UNK_ID, Codec
+from seqtag.models.codec import LEXICON_FILE, UNK_ID, Codec
 from seqtag.models.schemes import TagScheme, allowed_transitions
 from seqtag.models.tagger import Tagger, TaggerConfig
 
@@ -266,36 +266,36 @@ def load_checkpoint(directory: str | Path, device: str | torch.device = "cpu") -
 _GROWN_TABLES = ("unit_embed.weight", "bigram_embed.weight")
 
 
-def average_weights(tagger: Tagger, directory: str | Path, others: Sequence[str | Path]) -> None:
-    """Set ``tagger`` (loaded from ``directory``) to the mean of its weights and those of the checkpoints
-    ``others`` (a "model soup"). They must be of one lineage: the same tags, architecture, lexicon and codec
-    settings, with vocabularies that ``directory``'s extends (a model and its ``--init-from`` restarts, the
-    restart given first). A unit or bigram a smaller model lacks counts with that model's UNK row, as that
-    model reads it. Anything else is a ``CheckpointError``."""
+def average_weights(tagger: Tagger, codec: Codec, directory: str | Path,
+                    others: Sequence[str | Path]) -> list[dict[str, Any]]:
+    """Set ``tagger`` (loaded with ``codec`` from ``directory``) to the mean of its weights and those of the
+    checkpoints ``others`` (a "model soup"), and return the others' configs. They must be of one lineage
+    (:func:`_one_lineage`), with the same tags, architecture, lexicon and codec settings, and vocabularies that
+    ``directory``'s extends (a model and its ``--init-from`` restarts, the restart given first). A unit or
+    bigram a smaller model lacks counts with that model's UNK row, as that model reads it. Anything else is a
+    ``CheckpointError``."""
     directory = Path(directory)
-    own = tagger.state_dict()
     config = read_config(directory)
-    mine = _codec_json(directory)
-    vocab = Codec.load(directory).tokenizer.get_vocab()
+    own = tagger.state_dict()
+    vocab = codec.tokenizer.get_vocab()
+    lexicon = _lexicon_bytes(directory)
     total = {k: v.detach().double().clone() for k, v in own.items() if v.is_floating_point()}
+    configs = []
     for other in map(Path, others):
-        if not _one_lineage(directory, config, other, read_config(other)):
+        their_config = read_config(other)
+        if not _one_lineage(directory, config, other, their_config):
             raise CheckpointError(f"{other}: not of {directory}'s lineage: neither run started from the other "
                                   "(--init-from), nor do both come from one run; averaging unrelated models gives "
                                   "meaningless weights")
-        theirs = _codec_json(other)
-        lexicons = [(d / "lexicon.json").read_bytes() if (d / "lexicon.json").exists() else None
-                    for d in (directory, other)]
-        their_codec = Codec.load(other)
-        their_bigrams = theirs.get("bigrams") or []
-        if (theirs.get("config") != mine.get("config") or theirs.get("charmap") != mine.get("charmap")
-                or lexicons[0] != lexicons[1] or their_bigrams != (mine.get("bigrams") or [])[:len(their_bigrams)]
+        their_tagger, their_codec, their_meta = load_checkpoint(other, "cpu")
+        bigrams = their_codec.bigram_list
+        if (their_codec.config != codec.config or their_codec.charmap != codec.charmap
+                or _lexicon_bytes(other) != lexicon or bigrams != codec.bigram_list[:len(bigrams)]
                 or any(vocab.get(u) != i for u, i in their_codec.tokenizer.get_vocab().items())):
             raise CheckpointError(f"{other}: not of {directory}'s lineage (its codec, lexicon or vocabulary is not "
                                   f"one that {directory}'s extends); give the latest restart first")
-        their_tagger, _, their_meta = load_checkpoint(other, "cpu")
         state = their_tagger.state_dict()
-        if their_meta.tags != list(read_config(directory)["tags"]) or state.keys() != own.keys():
+        if their_meta.tags != list(config["tags"]) or state.keys() != own.keys():
             raise CheckpointError(f"{other}: its tags or weights do not match {directory}'s")
         for k, v in state.items():
             if v.shape != own[k].shape and k in _GROWN_TABLES and v.shape[1:] == own[k].shape[1:] \
@@ -308,8 +308,10 @@ def average_weights(tagger: Tagger, directory: str | Path, others: Sequence[str 
                 total[k] += v.double()
             elif not torch.equal(v, own[k]):
                 raise CheckpointError(f"{other}: its {k} differs from {directory}'s")
+        configs.append(their_config)
     n = len(others) + 1
     tagger.load_state_dict({**own, **{k: (v / n).to(own[k].dtype) for k, v in total.items()}})
+    return configs
 
 
 def _one_lineage(a: Path, config_a: dict[str, Any], b: Path, config_b: dict[str, Any]) -> bool:
@@ -317,7 +319,7 @@ def _one_lineage(a: Path, config_a: dict[str, Any], b: Path, config_b: dict[str,
     training runs have it: the run ids from the first run to this one), or one trained ``--init-from`` the other
     (its recorded path, as given, from the current directory)."""
     first_a, first_b = config_a.get("lineage"), config_b.get("lineage")
-    if isinstance(first_a, list) and isinstance(first_b, list) and first_a and first_a[0] == (first_b or [None])[0]:
+    if isinstance(first_a, list) and isinstance(first_b, list) and first_a and first_b and first_a[0] == first_b[0]:
         return True
     for child, parent in ((config_a, b), (config_b, a)):
         start = (child.get("training") or {}).get("init_from")
@@ -329,11 +331,9 @@ def _one_lineage(a: Path, config_a: dict[str, Any], b: Path, config_b: dict[str,
     return False
 
 
-def _codec_json(directory: Path) -> dict[str, Any]:
-    try:
-        return json.loads((directory / "codec.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise CheckpointError(f"{directory}/codec.json: unreadable ({type(exc).__name__})") from None
+def _lexicon_bytes(directory: Path) -> bytes | None:
+    path = directory / LEXICON_FILE
+    return path.read_bytes() if path.exists() else None
 
 
 def _read_seen(directory: Path) -> set[str] | None:

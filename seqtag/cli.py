@@ -482,11 +482,9 @@ def cmd_compact(args: argparse.Namespace) -> int:
 
     tagger, codec, meta = load_checkpoint(args.model, "cpu")
     if args.average:
-        from seqtag.models.checkpoint import read_config
-
-        average_weights(tagger, args.model, args.average)
-        meta.extra["averaged_with"] = [{"checkpoint": str(p), "command": read_config(p).get("command")}
-                                       for p in args.average]
+        configs = average_weights(tagger, codec, args.model, args.average)
+        meta.extra["averaged_with"] = [{"checkpoint": str(p), "command": c.get("command")}
+                                       for p, c in zip(args.average, configs)]
         meta.extra.pop("dev_metrics", None)  # the run's own scores are not the average's: --dev scores it
     source = stored_as(meta.extra)
     half = args.half if args.half is not None else source["half"]
